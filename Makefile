@@ -1,0 +1,49 @@
+# forklab: two commands on a fresh machine (only python3 and make assumed).
+#   make test     set up .venv if needed, then ruff + unit/property tests + strict nbval over notebooks/
+#   make figures  set up .venv if needed, then execute every notebook in place and regenerate figures/
+#   make lab      open JupyterLab on notebooks/
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.forklab-installed
+
+# What kernels need for determinism and quiet, reproducible outputs (tests/conftest.py sets the same).
+export PYTHONHASHSEED := 0
+export TQDM_DISABLE := 1
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export JUPYTER_PLATFORM_DIRS := 1
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: setup test lint figures lab clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (forklab)" >/dev/null
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests scripts benchmarks conftest.py
+
+test: lint
+	$(BIN)/python -m pytest tests notebooks --nbval --sanitize-with tests/sanitize.cfg
+
+figures: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "executing $$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 \
+	    --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
+	done
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Environments at three scales: ``bandit`` (this issue), ``seqpolicy`` and ``tasks`` (later issues)."""
