@@ -9,9 +9,10 @@ import statistics
 import numpy as np
 import pytest
 import torch
-from forklab import advantages as adv
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from forklab import advantages as adv
 
 
 def groups_of(rewards, group):

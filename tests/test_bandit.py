@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from forklab import advantages as adv
 from forklab.envs import bandit as bd
 

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from forklab import ops
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from forklab import ops
 
 
 def np_entropy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
