@@ -1,0 +1,436 @@
+"""Per-token policy-gradient surrogates: the GRPO family's ratios, clips and gates.
+
+Introduced in ``notebooks/03_ratios_and_clipping.ipynb`` (planned).
+
+Every function returns a per-token *loss to minimise* ``[B, T]``, exactly 0 where ``mask`` is
+False; reduce it with :func:`forklab.aggregation.aggregate`. With ``return_metrics=True`` it
+returns ``(loss, metrics)`` where ``metrics`` holds what real trainers log (TRL's names where TRL
+has one: ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``; verl's
+``ppo_kl``; ``ratio/mean``), as Python floats over the valid tokens.
+
+Shared inputs:
+
+============  =======================================================================
+argument      shape / meaning
+============  =======================================================================
+logp          ``[B, T]`` float, log π_θ of the sampled tokens (carries the gradient)
+old_logp      ``[B, T]`` float, log π_old (the rollout policy); treated as a constant
+adv           ``[B]`` (one per response, broadcast) or ``[B, T]`` (per token)
+mask          ``[B, T]`` bool, True on response tokens
+============  =======================================================================
+
+Ratios: δ = logp − old_logp is clamped to [−20, 20] before exponentiation (as verl does) so that a
+padded or far-off-policy token cannot overflow; r = e^δ.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from forklab import _checks
+
+__all__ = [
+    "reinforce",
+    "ppo_clip",
+    "gspo",
+    "sapo",
+    "cispo",
+    "gmpo",
+    "dhpo",
+    "dhpo_entropy_weight",
+    "hapo_normalized_entropy",
+    "hapo_clip",
+    "prefix_log_ratio",
+    "minpro",
+    "ratio_metrics",
+]
+
+_LOG_RATIO_CLAMP = 20.0
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _prepare(logp, old_logp, adv, mask) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    logp = _checks.floating("logp", logp)
+    if logp.dim() != 2:
+        raise ValueError(f"`logp` must have shape [B, T], got {list(logp.shape)}")
+    mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("logp", logp, "mask", mask)
+    if old_logp is not None:
+        old_logp = _checks.floating("old_logp", old_logp).to(logp.dtype)
+        _checks.same_shape("logp", logp, "old_logp", old_logp)
+    adv = _checks.floating("adv", adv).to(logp.dtype)
+    if adv.dim() == 1 and adv.shape[0] == logp.shape[0]:
+        adv = adv[:, None].expand_as(logp)
+    elif adv.shape != logp.shape:
+        raise ValueError(f"`adv` must have shape [{logp.shape[0]}] or {list(logp.shape)}, got {list(adv.shape)}")
+    if not mask.any():
+        raise ValueError("`mask` is empty: no token to compute a loss for")
+    return logp, old_logp, adv, mask
+
+
+def _masked(loss: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, loss, torch.zeros((), dtype=loss.dtype))
+
+
+def _log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    # off-mask positions get δ = 0 so that garbage there cannot produce inf·0 = NaN gradients
+    delta = torch.where(mask, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype))
+    return delta.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+
+
+def _mean(x: Tensor, mask: Tensor) -> float:
+    return float(torch.where(mask, x, torch.zeros((), dtype=x.dtype)).sum() / mask.sum())
+
+
+def ratio_metrics(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=0.2) -> dict[str, float]:
+    """What TRL/verl log about a clipped ratio, over the valid tokens.
+
+    ``clip_ratio/low_mean``: share with r < 1 − ε_low and A < 0 (the lower clip binds);
+    ``clip_ratio/high_mean``: share with r > 1 + ε_high and A > 0 (the upper clip binds);
+    ``clip_ratio/region_mean``: their union (TRL's names; verl calls the union ``pg_clipfrac``);
+    ``ratio/mean``: mean r. ``ratio``, ``adv``, ``mask`` are ``[B, T]``; ``eps_*`` floats or ``[B, T]``.
+    """
+    r = ratio.detach()
+    if adv.dim() == 1:
+        adv = adv[:, None].expand_as(r)
+    low = (r < 1 - eps_low) & (adv < 0) & mask
+    high = (r > 1 + eps_high) & (adv > 0) & mask
+    n = mask.sum()
+    return {
+        "ratio/mean": _mean(r, mask),
+        "clip_ratio/low_mean": float(low.sum() / n),
+        "clip_ratio/high_mean": float(high.sum() / n),
+        "clip_ratio/region_mean": float((low | high).sum() / n),
+    }
+
+
+def _out(loss, mask, metrics, return_metrics):
+    loss = _masked(loss, mask)
+    return (loss, metrics) if return_metrics else loss
+
+
+# -------------------------------------------------------------------------------- surrogates
+def reinforce(logp: Tensor, adv: Tensor, mask: Tensor, return_metrics: bool = False):
+    """Plain policy gradient, no ratio and no clip: ℓ = −A · log π_θ(y_t).
+
+    The on-policy REINFORCE surrogate; its gradient is −A ∇log π. GPG ("GPG: A Simple and Strong
+    Reinforcement Learning Baseline", arXiv 2504.02546) uses exactly this. verl:
+    ``loss_mode="gpg"``. Shapes: see module docstring; no ``old_logp``.
+    """
+    logp, _, adv, mask = _prepare(logp, None, adv, mask)
+    metrics = {"ratio/mean": 1.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0,
+               "clip_ratio/region_mean": 0.0}
+    return _out(-adv * logp, mask, metrics, return_metrics)
+
+
+def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=None,
+             dual_clip: float | None = None, return_metrics: bool = False):
+    """PPO's clipped surrogate with asymmetric clips (DAPO clip-higher) and optional dual-clip.
+
+    .. math::
+        r = e^{\\delta},\\;
+        \\ell^{clip} = \\max\\big(-A r,\\; -A\\,\\mathrm{clip}(r, 1-\\epsilon_{low}, 1+\\epsilon_{high})\\big),
+        \\qquad \\ell = \\min(\\ell^{clip}, -A c) \\text{ if } A < 0 \\text{ and dual-clip } c
+
+    ``eps_high=None`` means ε_high = ε_low (symmetric PPO); DAPO (arXiv 2503.14476) uses 0.2 / 0.28.
+    ``eps_low``/``eps_high`` may be floats or ``[B, T]`` tensors (per-token clips, see
+    :func:`hapo_clip`). Dual-clip (Ye et al., arXiv 1912.09729) caps the loss of a negative-
+    advantage token at c·|A| so that r > c contributes no gradient; c must be > 1.
+
+    A token whose binding clip is active (A > 0 and r > 1+ε_high, or A < 0 and r < 1−ε_low) gets
+    zero gradient. verl: ``loss_mode="vanilla"`` (``clip_ratio_low/high``, ``clip_ratio_c=3.0``
+    always on); TRL: ``loss_type`` grpo/dapo/bnpo/dr_grpo with ``epsilon``/``epsilon_high`` and
+    ``delta`` (≡ dual-clip c when δ ≥ 1+ε_high). Metrics add verl's ``pg_clipfrac_lower`` (share
+    of tokens where the dual clip binds) and ``ppo_kl`` (mean −δ).
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_high = eps_low if eps_high is None else eps_high
+    delta = _log_ratio(logp, old_logp, mask)
+    ratio = delta.exp()
+    clipped = torch.clamp(ratio, 1 - torch.as_tensor(eps_low, dtype=ratio.dtype),
+                          1 + torch.as_tensor(eps_high, dtype=ratio.dtype))
+    loss = torch.maximum(-adv * ratio, -adv * clipped)
+    metrics = ratio_metrics(ratio, adv, mask, eps_low, eps_high) if return_metrics else {}
+    if dual_clip is not None:
+        c = float(dual_clip)
+        if not c > 1:
+            raise ValueError(f"`dual_clip` must be > 1, got {dual_clip}")
+        capped = torch.minimum(loss, -adv * c)
+        if return_metrics:
+            metrics["pg_clipfrac_lower"] = float(((adv < 0) & (loss > -adv * c) & mask).sum() / mask.sum())
+        loss = torch.where(adv < 0, capped, loss)
+    if return_metrics:
+        metrics["ppo_kl"] = _mean(-delta.detach(), mask)
+    return _out(loss, mask, metrics, return_metrics)
+
+
+def _sequence_log_ratio(delta: Tensor, mask: Tensor) -> Tensor:
+    lengths = mask.sum(1, keepdim=True).clamp(min=1).to(delta.dtype)
+    return _masked(delta, mask).sum(1, keepdim=True) / lengths
+
+
+def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 3e-4,
+         eps_high: float = 4e-4, return_metrics: bool = False):
+    """GSPO: clip the length-normalised *sequence* ratio (Zheng et al., arXiv 2507.18071).
+
+    .. math::
+        s_i = \\exp\\Big(\\tfrac{1}{|o_i|}\\sum_t \\delta_{i,t}\\Big), \\quad
+        s_{i,t} = \\mathrm{sg}[s_i]\\,\\frac{\\pi_\\theta(y_t)}{\\mathrm{sg}[\\pi_\\theta(y_t)]}, \\quad
+        \\ell_{i,t} = \\max\\big(-A_{i,t} s_{i,t},\\,
+        -A_{i,t}\\,\\mathrm{clip}(s_{i,t}, 1-\\epsilon_l, 1+\\epsilon_h)\\big)
+
+    This is verl's stop-gradient ("GSPO-token") form: every token's value is s_i and its gradient is
+    s_i ∇log π(y_t). With a sequence-level advantage and ``seq-mean-token-mean`` aggregation it has
+    exactly the value and gradient of the paper's sequence objective (TRL computes s_i directly);
+    with a per-token ``adv [B, T]`` it is GSPO-token. Clip ε is ~1e-4-scale (paper: 3e-4 / 4e-4),
+    not 0.2. verl: ``loss_mode="gspo"`` (forces seq-mean-token-mean, clamps log s ≤ 10, done here
+    too); TRL: ``importance_sampling_level="sequence"``.
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    delta = _log_ratio(logp, old_logp, mask)
+    seq = _sequence_log_ratio(delta, mask)
+    log_s = (logp - logp.detach() + seq.detach()).clamp(max=10.0)
+    s = torch.where(mask, log_s, torch.zeros((), dtype=log_s.dtype)).exp()
+    loss = torch.maximum(-adv * s, -adv * torch.clamp(s, 1 - eps_low, 1 + eps_high))
+    metrics = ratio_metrics(s, adv, mask, eps_low, eps_high) if return_metrics else {}
+    return _out(loss, mask, metrics, return_metrics)
+
+
+def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: float = 1.0, tau_neg: float = 1.05,
+         return_metrics: bool = False):
+    """SAPO's soft gate instead of a hard clip (Soft Adaptive Policy Optimization, arXiv 2511.20347).
+
+    .. math:: f_\\tau(r) = \\frac{4}{\\tau}\\,\\sigma\\big(\\tau (r - 1)\\big), \\qquad \\ell = -f_\\tau(r)\\,A,
+              \\qquad \\tau = \\tau_{pos} \\text{ if } A > 0 \\text{ else } \\tau_{neg}
+
+    f'_τ(r) = 4σ(1−σ) equals 1 at r = 1 (the on-policy gradient is −A∇log π) and decays smoothly as
+    r leaves 1, so far-off-policy tokens fade instead of being cut. τ_neg > τ_pos because negative
+    updates spread mass to many unsampled tokens. verl ``loss_mode="sapo"`` and TRL
+    ``loss_type="sapo"`` agree (``tau_pos``/``tau_neg``; TRL ``sapo_temperature_pos/neg``), both with
+    seq-mean-token-mean aggregation. Metrics: ``ratio/mean`` and ``sapo/gate_slope_mean`` (mean f').
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    tau_pos, tau_neg = _checks.positive("tau_pos", tau_pos), _checks.positive("tau_neg", tau_neg)
+    ratio = _log_ratio(logp, old_logp, mask).exp()
+    tau = torch.where(adv > 0, torch.as_tensor(tau_pos, dtype=ratio.dtype), torch.as_tensor(tau_neg, dtype=ratio.dtype))
+    gate = torch.sigmoid(tau * (ratio - 1))
+    loss = -(4 / tau) * gate * adv
+    metrics = {}
+    if return_metrics:
+        g = gate.detach()
+        metrics = {"ratio/mean": _mean(ratio.detach(), mask), "sapo/gate_slope_mean": _mean(4 * g * (1 - g), mask)}
+    return _out(loss, mask, metrics, return_metrics)
+
+
+def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
+          eps_high: float | None = None, convention: str = "verl", return_metrics: bool = False):
+    """CISPO: clip the importance-sampling *weight*, never the gradient (MiniMax-M1, arXiv 2506.13585).
+
+    .. math:: \\ell = -\\,\\mathrm{sg}[w(r)]\\; A \\,\\log\\pi_\\theta(y_t)
+
+    ``convention="verl"``: w = clip(r, 1 − ε_low, 1 + ε_high), two-sided, ε_high defaults to ε_low
+    (verl ``loss_mode="cispo"``; a ScaleRL-like setting there is ε_low = 1, ε_high = 4).
+    ``convention="trl"``: w = min(r, ε_high) with ε_high an *absolute* cap, default 5.0 (TRL
+    ``loss_type="cispo"``, ScaleRL's recommendation; TRL's own default ε_high = ε = 0.2 caps every
+    weight at 0.2 if forgotten). Unlike PPO, clipped tokens keep a gradient: −sg[w]·A·∇log π.
+    """
+    _checks.choice("convention", convention, {"verl", "trl"})
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    ratio = _log_ratio(logp, old_logp, mask).exp().detach()
+    if convention == "verl":
+        eps_high = eps_low if eps_high is None else eps_high
+        weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+        clipped = weight != ratio
+    else:
+        eps_high = 5.0 if eps_high is None else _checks.positive("eps_high", eps_high)
+        weight = torch.clamp(ratio, max=eps_high)
+        clipped = ratio > eps_high
+    loss = -weight * adv * logp
+    metrics = {}
+    if return_metrics:
+        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float((clipped & mask).sum() / mask.sum())}
+    return _out(loss, mask, metrics, return_metrics)
+
+
+def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
+         return_metrics: bool = False):
+    """GMPO: maximise the *geometric* mean of token ratios, clipped per token in log space (arXiv 2507.20673).
+
+    .. math::
+        \\tilde\\delta_t = \\mathrm{sgn}(A)\\,\\min\\big(\\mathrm{sgn}(A)\\,\\delta_t,\\;
+        \\mathrm{sgn}(A)\\,\\mathrm{clamp}(\\delta_t, -\\epsilon_l, \\epsilon_h)\\big), \\quad
+        \\rho_i = \\exp\\Big(\\tfrac{1}{|o_i|}\\sum_t \\tilde\\delta_t\\Big), \\quad
+        \\ell_i = -\\bar A_i\\,\\rho_i
+
+    A sequence-level loss: every valid token of sequence i carries the value ℓ_i, so
+    ``aggregate(..., "seq-mean-token-mean")`` gives verl's plain mean over sequences (verl
+    ``loss_mode="geo_mean"`` ignores ``loss_agg_mode``). Ā_i is the masked mean of ``adv``.
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    delta = _log_ratio(logp, old_logp, mask)
+    lengths = mask.sum(1).clamp(min=1).to(delta.dtype)
+    seq_adv = _masked(adv, mask).sum(1) / lengths
+    sign = torch.sign(seq_adv)[:, None]
+    clipped = sign * torch.minimum(sign * delta, sign * delta.clamp(-eps_low, eps_high))
+    rho = torch.exp(_masked(clipped, mask).sum(1) / lengths)
+    loss = (-seq_adv * rho)[:, None].expand_as(logp)
+    metrics = {}
+    if return_metrics:
+        metrics = ratio_metrics(delta.exp(), adv, mask, 1 - torch.exp(torch.tensor(-eps_low)).item(),
+                                torch.exp(torch.tensor(eps_high)).item() - 1)
+        metrics["gmpo/seq_ratio_mean"] = float(rho.detach().mean())
+    return _out(loss, mask, metrics, return_metrics)
+
+
+def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
+    """Entropy-guided mixing weight for :func:`dhpo`: batch min–max normalised token entropy in [0, 1].
+
+    LOW confidence reconstruction (formulas.md §7): high-entropy (forking) tokens lean on their own
+    token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
+    """
+    entropy = _checks.floating("entropy", entropy)
+    mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("entropy", entropy, "mask", mask)
+    valid = entropy[mask]
+    if valid.numel() == 0:
+        raise ValueError("`mask` is empty")
+    lo, hi = valid.min(), valid.max()
+    w = (entropy - lo) / (hi - lo) if hi > lo else torch.full_like(entropy, 0.5)
+    return _masked(w.clamp(0, 1), mask)
+
+
+def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, eps_token: float = 0.2,
+         eps_seq: float = 0.2, return_metrics: bool = False):
+    """DHPO: mix the token ratio and the sequence ratio, each clipped in its own range (arXiv 2601.05607).
+
+    **LOW confidence — a reconstruction from the abstract** (formulas.md §7; the code was "to be
+    released"). Implemented as documented there, PPO-style pessimistic:
+
+    .. math::
+        \\tilde\\rho = w\\, r_{i,t} + (1-w)\\, s_i, \\quad
+        \\hat\\rho = w\\,\\mathrm{clip}(r_{i,t}, 1\\pm\\epsilon_{tok})
+        + (1-w)\\,\\mathrm{clip}(s_i, 1\\pm\\epsilon_{seq}),
+        \\quad \\ell = \\max(-A\\tilde\\rho,\\; -A\\hat\\rho)
+
+    with s_i = exp(mean_t δ) carrying its gradient through every token (TRL's GSPO form).
+    ``weight``: 0.5 for the "averaged" variant, or a ``[B, T]`` tensor in [0, 1] for the
+    "entropy-guided" one (:func:`dhpo_entropy_weight`). w = 1 is PPO-clip, w = 0 is GSPO with
+    sequence ratios. Not in verl/TRL.
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    w = torch.as_tensor(weight, dtype=logp.dtype)
+    if ((w < 0) | (w > 1)).any():
+        raise ValueError("`weight` must lie in [0, 1]")
+    delta = _log_ratio(logp, old_logp, mask)
+    r = delta.exp()
+    s = _sequence_log_ratio(delta, mask).exp().expand_as(r)
+    mixed = w * r + (1 - w) * s
+    mixed_clipped = w * r.clamp(1 - eps_token, 1 + eps_token) + (1 - w) * s.clamp(1 - eps_seq, 1 + eps_seq)
+    loss = torch.maximum(-adv * mixed, -adv * mixed_clipped)
+    metrics = ratio_metrics(mixed, adv, mask, eps_token, eps_token) if return_metrics else {}
+    return _out(loss, mask, metrics, return_metrics)
+
+
+def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> Tensor:
+    """HAPO's token-entropy normalisation ĥ ∈ [−1, 1] (``compute_entropy_h``; formulas.md §6, HIGH as implemented).
+
+    .. math::
+        \\ell_t = \\log H_t,\\; m = Q_{pivot}(\\ell),\\; \\sigma = \\sqrt{\\mathrm{mean}_t(\\ell_t - m)^2},\\;
+        h_t = (\\ell_t - m)/\\sigma,\\;
+        \\hat h_t = h_t / \\max_{h>0} h \\text{ if } h_t > 0 \\text{ else } h_t / |\\min_{h<0} h|
+
+    Statistics are over the valid tokens of the batch; entropies are clamped at 1e-8 before the log.
+    Two notes on the reference code (HAPO repo, ``compute_entropy_h``): it scales the negative side
+    by 1/min(h<0), a negative number, which makes every ĥ ≥ 0 and disables the ε_low branch of
+    :func:`hapo_clip` — we follow the documented intent, 1/|min|; and one reading of it divides by
+    the masked std around the mean rather than the RMS around the pivot used here (formulas.md §6).
+    ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
+    """
+    entropy = _checks.floating("entropy", entropy)
+    mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("entropy", entropy, "mask", mask)
+    if not mask.any():
+        raise ValueError("`mask` is empty")
+    if not 0 < pivot < 1:
+        raise ValueError(f"`pivot` must lie in (0, 1), got {pivot}")
+    log_h = entropy.double().clamp(min=1e-8).log()  # quantile needs fp32/64; stats in fp64
+    valid = log_h[mask]
+    m = torch.quantile(valid, pivot)
+    sigma = ((valid - m) ** 2).mean().sqrt().clamp(min=1e-12)
+    h = (log_h - m) / sigma
+    pos_max = h[mask & (h > 0)].max() if (mask & (h > 0)).any() else torch.tensor(1.0, dtype=h.dtype)
+    neg_min = h[mask & (h < 0)].min() if (mask & (h < 0)).any() else torch.tensor(-1.0, dtype=h.dtype)
+    h_hat = torch.where(h > 0, h / pos_max, h / neg_min.abs())
+    return _masked(h_hat, mask)
+
+
+def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, eps_low: float = 0.2,
+              eps_high: float = 0.2, alpha: float = 1.0, dual_clip: float | None = 3.0, pivot: float = 0.8,
+              return_metrics: bool = False):
+    """HAPO's Asymmetric Adaptive Clipping: per-token clip ranges from normalised entropy (arXiv 2509.16591).
+
+    .. math::
+        \\hat h_t \\le 0:\\; \\epsilon_{low,t} = \\epsilon_{low}(1 - \\alpha \\hat h_t),\\;
+        \\epsilon_{high,t} = \\epsilon_{high};
+        \\qquad \\hat h_t > 0:\\; \\epsilon_{high,t} = \\epsilon_{high}(1 + \\alpha \\hat h_t),\\;
+        \\epsilon_{low,t} = \\epsilon_{low}
+
+    Low-entropy (confident, possibly noisy) tokens may drop further; high-entropy tokens may rise
+    further. ĥ from :func:`hapo_normalized_entropy`; then :func:`ppo_clip` with per-token ε and
+    dual-clip (HAPO's loss is "the usual dual-clip PPO"; c = 3.0 as verl). HIGH as implemented in
+    the HAPO repository (formulas.md §6). ``entropy``: ``[B, T]`` of the rollout policy.
+    """
+    h_hat = hapo_normalized_entropy(entropy, mask, pivot)
+    e_low = torch.where(h_hat <= 0, eps_low * (1 - alpha * h_hat), torch.full_like(h_hat, eps_low))
+    e_high = torch.where(h_hat > 0, eps_high * (1 + alpha * h_hat), torch.full_like(h_hat, eps_high))
+    return ppo_clip(logp, old_logp, adv, mask, e_low.to(torch.as_tensor(logp).dtype),
+                    e_high.to(torch.as_tensor(logp).dtype), dual_clip=dual_clip, return_metrics=return_metrics)
+
+
+def prefix_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """Log of the prefix importance ratio Π_{t' ≤ t} r_{t'} (cumulative sum of δ over the response).
+
+    The ratio of the probabilities of the whole prefix y_{≤t} under π_θ and π_old — the correct
+    importance weight for the state reached at step t, which token-level PPO ignores. Used by the
+    prefix-ratio (MinPRO) objective; ``[B, T] -> [B, T]``, 0 off the mask. Differentiable.
+    """
+    logp = _checks.floating("logp", logp)
+    mask = _checks.bool_mask("mask", mask)
+    old_logp = _checks.floating("old_logp", old_logp).to(logp.dtype)
+    _checks.same_shape("logp", logp, "mask", mask)
+    _checks.same_shape("logp", logp, "old_logp", old_logp)
+    delta = torch.where(mask, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype))
+    return _masked(delta.cumsum(1), mask)
+
+
+def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
+           eps_high: float | None = None, include_current: bool = False, return_metrics: bool = False):
+    """MinPRO: weight each token's clipped loss by the smallest token ratio of its prefix (arXiv 2601.22718).
+
+    **LOW confidence — reconstructed from the abstract** ("A Step Back: Prefix Importance Ratio
+    Stabilizes Policy Optimization", Lei, Cheng, Tao): the correct importance weight of the state at
+    step t is the prefix ratio Π_{i<t} r_i (:func:`prefix_log_ratio`), which explodes or vanishes
+    with length; MinPRO replaces it by a non-cumulative surrogate, the minimum token ratio seen in
+    the preceding prefix:
+
+    .. math:: w_t = \\mathrm{sg}\\big[\\min_{i<t} r_i\\big] \\;(w_1 = 1), \\qquad
+              \\ell_t = w_t\\cdot\\ell^{\\mathrm{ppo\\_clip}}_t
+
+    Unconfirmed details, chosen here and easy to change: the current token is excluded
+    (``include_current=False``), the weight is not capped at 1, and it is detached. Shapes as in
+    the module docstring. Not in verl/TRL. Metrics add ``minpro/weight_mean``.
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    delta = _log_ratio(logp, old_logp, mask).detach()
+    big = torch.full_like(delta, torch.finfo(delta.dtype).max)
+    running_min = torch.where(mask, delta, big).cummin(dim=1).values
+    if not include_current:
+        # shift right: w_t uses tokens before t; the first token's (empty) prefix has weight e^0 = 1
+        running_min = torch.cat([torch.zeros_like(running_min[:, :1]), running_min[:, :-1]], dim=1)
+    weight = torch.where(mask, running_min.clamp(max=_LOG_RATIO_CLAMP).exp(), torch.zeros_like(delta))
+    base = ppo_clip(logp, old_logp, adv, mask, eps_low, eps_high, return_metrics=return_metrics)
+    loss, metrics = base if return_metrics else (base, {})
+    if return_metrics:
+        metrics["minpro/weight_mean"] = _mean(weight, mask)
+    return _out(weight * loss, mask, metrics, return_metrics)
