@@ -1,0 +1,313 @@
+"""Entropy interventions and token masks that change *which* tokens learn, and how much.
+
+Introduced in ``notebooks/05_entropy_interventions.ipynb`` and ``06_forking_tokens.ipynb`` (planned).
+
+Each function is pure: masks and weights are ``[B, T]`` tensors (0/False off ``mask``), losses are
+per-token ``[B, T]`` like :mod:`forklab.surrogates`, reduced later with
+:func:`forklab.aggregation.aggregate`. Randomised selections take an explicit ``generator``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from forklab import _checks
+from forklab.aggregation import aggregate
+from forklab.surrogates import _log_ratio, _masked, _prepare, ppo_clip
+
+__all__ = [
+    "entropy_top_mask",
+    "entropy_bonus",
+    "token_covariance",
+    "clip_cov",
+    "kl_cov",
+    "minp_proxy_logprobs",
+    "lp_reg",
+    "steer_weights",
+    "gtpo_conflict_weights",
+    "gtpo_entropy_filter",
+]
+
+
+def _entropy_and_mask(entropy, mask) -> tuple[Tensor, Tensor]:
+    entropy = _checks.floating("entropy", entropy)
+    mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("entropy", entropy, "mask", mask)
+    return entropy, mask
+
+
+def entropy_top_mask(entropy: Tensor, mask: Tensor, top_ratio: float = 0.2, method: str = "quantile") -> Tensor:
+    """Keep the high-entropy "forking" tokens: the 80/20 rule (Beyond the 80/20 Rule, arXiv 2506.01939).
+
+    ``method="quantile"`` (TRL ``top_entropy_quantile``): θ = quantile(H of valid tokens, 1 − ρ)
+    with linear interpolation, keep H ≥ θ (ties kept). ρ = 1 keeps every valid token, ρ = 0 only
+    the maximum. ``method="count"`` (the paper's verl code): keep the top ⌈ρ·N⌉ tokens by entropy
+    (computed as int(N·ρ + 0.9999)), ties at the boundary kept.
+
+    ============  ===============================================
+    argument      shape
+    ============  ===============================================
+    entropy       ``[B, T]`` float, current-policy token entropy
+    mask          ``[B, T]`` bool
+    returns       ``[B, T]`` bool, a subset of ``mask``
+    ============  ===============================================
+
+    An all-False ``mask`` gives an all-False result (TRL does the same): there is nothing to keep.
+    The statistics are over the tensor passed in — the paper and TRL use the (micro-)batch.
+    """
+    entropy, mask = _entropy_and_mask(entropy, mask)
+    _checks.choice("method", method, {"quantile", "count"})
+    rho = float(top_ratio)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"`top_ratio` must lie in [0, 1], got {top_ratio}")
+    if not mask.any():
+        return torch.zeros_like(mask)
+    valid = entropy[mask].double()
+    if method == "quantile":
+        threshold = torch.quantile(valid, 1.0 - rho)
+    else:
+        k = max(int(valid.numel() * rho + 0.9999), 1)
+        threshold = valid.topk(k).values.min()
+    return mask & (entropy.double() >= threshold)
+
+
+def entropy_bonus(entropy: Tensor, mask: Tensor, coef: float = 0.01, mode: str = "token-mean") -> Tensor:
+    """The entropy-bonus loss term −c · agg(H) (add it to the policy loss; c > 0 raises entropy).
+
+    ``entropy`` must carry gradient (computed from logits with :func:`forklab.ops.entropy_from_logits`).
+    verl aggregates it with ``loss_agg_mode`` (``entropy_coeff``, default 0); TRL always uses the
+    token mean (``entropy_coef``). Returns a scalar.
+    """
+    entropy, mask = _entropy_and_mask(entropy, mask)
+    return -float(coef) * aggregate(entropy, mask, mode)
+
+
+def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+    """Centred per-token covariance term used by Clip-Cov and KL-Cov (The Entropy Mechanism, arXiv 2505.22617).
+
+    .. math:: \\mathrm{Cov}_t = (\\log\\pi_\\theta(y_t) - \\overline{\\log\\pi}) \\cdot (A_t - \\bar A)
+
+    with both means over the valid tokens of the batch; detached. ``logp [B, T]``, ``adv [B]`` or
+    ``[B, T]``, ``mask [B, T]`` → ``[B, T]`` (0 off the mask). Its mean is the batch covariance whose
+    sign predicts the entropy change (formulas.md §4.3, HIGH).
+    """
+    logp, _, adv, mask = _prepare(logp, None, adv, mask)
+    lp, a = logp.detach(), adv.detach()
+    n = mask.sum()
+    lp_mean = _masked(lp, mask).sum() / n
+    a_mean = _masked(a, mask).sum() / n
+    return _masked((lp - lp_mean) * (a - a_mean), mask)
+
+
+def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
+             eps_high: float | None = None, clip_ratio: float = 2e-4, cov_lb: float = 1.0, cov_ub: float = 5.0,
+             generator: torch.Generator | None = None, return_metrics: bool = False):
+    """Clip-Cov: detach the gradient of a few random high-covariance tokens (arXiv 2505.22617, §4.4 HIGH).
+
+    Per-token loss = PPO clipped surrogate (no dual-clip) × c_t, with c_t = 0 for
+    n = max(1, ⌊clip_ratio·N⌋) tokens drawn uniformly at random from the candidates
+    {t : cov_lb < Cov_t < cov_ub, not already clipped by PPO}, else 1. Defaults are the paper's
+    (2e-4, 1, 5); its scripts set ε_low = ε_high = 1 (PPO clip effectively off). verl:
+    ``loss_mode="clip_cov"`` (``clip_cov_ratio``, ``clip_cov_lb``, ``clip_cov_ub``).
+    Metrics add ``clip_cov/frac`` (share of tokens zeroed).
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_high = eps_low if eps_high is None else eps_high
+    loss, metrics = ppo_clip(logp, old_logp, adv, mask, eps_low, eps_high, return_metrics=True)
+    ratio = _log_ratio(logp, old_logp, mask).exp().detach()
+    ppo_clipped = ((adv > 0) & (ratio > 1 + eps_high)) | ((adv < 0) & (ratio < 1 - eps_low))
+    cov = token_covariance(logp, adv, mask)
+    candidates = torch.nonzero((mask & ~ppo_clipped & (cov > cov_lb) & (cov < cov_ub)).flatten()).flatten()
+    n_clip = max(int(clip_ratio * int(mask.sum())), 1)
+    keep = torch.ones(mask.numel(), dtype=loss.dtype)
+    if candidates.numel():
+        chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:n_clip]]
+        keep[chosen] = 0.0
+    keep = keep.reshape(mask.shape)
+    metrics["clip_cov/frac"] = float(((keep == 0) & mask).sum() / mask.sum())
+    loss = loss * keep
+    return (loss, metrics) if return_metrics else loss
+
+
+def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: float = 2e-3, kl_coef: float = 1.0,
+           return_metrics: bool = False):
+    """KL-Cov: a |log-ratio| penalty on the top-covariance tokens, no PPO clipping (arXiv 2505.22617, §4.5).
+
+    .. math:: \\ell_t = -A_t r_t
+              + \\kappa\\,|\\log\\pi_\\theta(y_t) - \\log\\pi_{old}(y_t)|\\,[t \\in \\mathrm{top}_k(\\mathrm{Cov})]
+
+    k = max(1, ⌊kl_ratio·N⌋). Paper scripts: ``k_percent`` 0.2 (7B) → 2e-3 (the default here) or
+    0.02 (32B) → 2e-4, κ = ``ppo_kl_coef`` = 1. verl: ``loss_mode="kl_cov"`` (``kl_cov_ratio`` default
+    2e-4). No clip on any token, as in the code. Metrics add ``kl_cov/frac`` and ``ppo_kl`` (mean |δ|).
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    delta = _log_ratio(logp, old_logp, mask)
+    ratio = delta.exp()
+    cov = token_covariance(logp, adv, mask)
+    k = max(int(kl_ratio * int(mask.sum())), 1)
+    flat = torch.where(mask, cov, torch.full_like(cov, -math.inf)).flatten()
+    selected = torch.zeros(mask.numel(), dtype=torch.bool)
+    selected[flat.topk(k).indices] = True
+    selected = selected.reshape(mask.shape) & mask
+    loss = -adv * ratio + kl_coef * delta.abs() * selected
+    metrics = {"kl_cov/frac": float(selected.sum() / mask.sum()),
+               "ppo_kl": float(_masked(delta.detach().abs(), mask).sum() / mask.sum())}
+    loss = _masked(loss, mask)
+    return (loss, metrics) if return_metrics else loss
+
+
+def minp_proxy_logprobs(logits: Tensor, tokens: Tensor, kappa: float = 0.02, temperature: float = 1.0) -> Tensor:
+    """Log-probability of each sampled token under Lp-Reg's min-p proxy distribution.
+
+    .. math:: \\pi_{proxy}(v) \\propto \\pi(v)\\,[\\pi(v) \\ge \\kappa \\max_u \\pi(u)]
+
+    Filtered tokens get logit −1e4 as in the reference code, so their proxy log-prob is about
+    −1e4 (never −inf). ``logits [B, T, V]`` (the old policy's, per the released runs), ``tokens [B, T]``
+    → ``[B, T]``. Lp-Reg (arXiv 2510.03222): κ = ``minp_p_threshold`` = 0.02.
+    """
+    logits = _checks.floating("logits", logits)
+    if logits.dim() != 3:
+        raise ValueError(f"`logits` must have shape [B, T, V], got {list(logits.shape)}")
+    z = logits.double() / _checks.positive("temperature", temperature)
+    p = torch.softmax(z, -1)
+    keep = p >= float(kappa) * p.amax(-1, keepdim=True)
+    filtered = torch.where(keep, z, torch.full_like(z, -1e4))
+    tokens = _checks.as_tensor("tokens", tokens)
+    if tokens.shape != logits.shape[:-1]:
+        raise ValueError(f"`tokens` must have shape {list(logits.shape[:-1])}, got {list(tokens.shape)}")
+    return torch.log_softmax(filtered, -1).gather(-1, tokens.long()[..., None])[..., 0].to(logits.dtype)
+
+
+def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp: Tensor, neg_ratio: float = 0.01,
+           beta: float = 1.0, eps_low: float = 1.0, eps_high: float = 9.0, return_metrics: bool = False):
+    """Lp-Reg: protect rare but plausible tokens of negative samples (arXiv 2510.03222; formulas.md, HIGH code).
+
+    Among valid tokens with A < 0, take the lowest-probability ⌈ρ·N⁻⌉ (ρ = ``neg_ratio``; 1% for
+    Qwen3-14B, 0.5% for Qwen2.5-32B); those with π_θ(y_t) < π_proxy(y_t) (i.e. not filtered out as
+    noise by the min-p proxy, :func:`minp_proxy_logprobs`) are regularised:
+
+    .. math:: \\ell_t = -A_t r_t + \\beta\\,k_3, \\quad
+              k_3 = \\frac{\\pi_{proxy}}{\\pi_\\theta} - \\log\\frac{\\pi_{proxy}}{\\pi_\\theta} - 1
+
+    every other token uses the clipped surrogate with the scripts' clip range (ε_low = 1, ε_high = 9).
+    ``proxy_logp`` ``[B, T]``. Metrics add ``lp_reg/frac``.
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    proxy_logp = _checks.floating("proxy_logp", proxy_logp).to(logp.dtype)
+    _checks.same_shape("logp", logp, "proxy_logp", proxy_logp)
+    base = ppo_clip(logp, old_logp, adv, mask, eps_low, eps_high)
+    negative = mask & (adv < 0)
+    selected = torch.zeros_like(mask)
+    n_neg = int(negative.sum())
+    if n_neg:
+        k = max(math.ceil(neg_ratio * n_neg), 1)
+        flat = torch.where(negative, logp.detach(), torch.full_like(logp, math.inf)).flatten()
+        idx = (-flat).topk(k).indices
+        selected.view(-1)[idx] = True
+        selected &= negative & (logp.detach() < proxy_logp)
+    ratio = _log_ratio(logp, old_logp, mask).exp()
+    log_q_over_p = (proxy_logp - logp).clamp(max=20.0)
+    k3 = log_q_over_p.exp() - log_q_over_p - 1
+    regularised = -adv * ratio + beta * k3
+    loss = _masked(torch.where(selected, regularised, base), mask)
+    if return_metrics:
+        return loss, {"lp_reg/frac": float(selected.sum() / mask.sum())}
+    return loss
+
+
+def steer_weights(adv: Tensor, logp: Tensor, old_logp: Tensor, entropy: Tensor, mask: Tensor,
+                  lambda_min: float = 0.8, variant: str = "exp") -> Tensor:
+    """STEER's per-token weights from the estimated entropy change Ω (arXiv 2510.10150; formulas.md, HIGH code).
+
+    .. math:: \\Omega_t = \\frac{A_t}{\\pi_{old}(y_t)}\\,\\pi_\\theta(y_t)(1-\\pi_\\theta(y_t))
+              \\,(\\log\\pi_\\theta(y_t) + H_t)
+
+    ``variant="exp"``: λ = clip(exp(−k|Ω|), λ_min, 1), k = −ln λ_min / max(max|Ω|, 0.02);
+    ``variant="linear"``: |Ω| mapped linearly onto [λ_min, 2 − λ_min] = [0.8, 1.2], larger |Ω|
+    getting the smaller weight. Multiply the DAPO dual-clip per-token loss by λ (clip 0.2/0.28,
+    c = 10, token-mean). All inputs ``[B, T]`` (``adv`` may be ``[B]``); returns detached ``[B, T]``,
+    0 off the mask.
+    """
+    _checks.choice("variant", variant, {"exp", "linear"})
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    entropy = _checks.floating("entropy", entropy).to(logp.dtype)
+    _checks.same_shape("logp", logp, "entropy", entropy)
+    if not 0 < lambda_min < 1:
+        raise ValueError(f"`lambda_min` must lie in (0, 1), got {lambda_min}")
+    lp = logp.detach()
+    p = lp.exp()
+    omega = _masked(adv / old_logp.exp() * p * (1 - p) * (lp + entropy.detach()), mask).abs()
+    peak = omega.max()
+    if variant == "exp":
+        k = -math.log(lambda_min) / max(float(peak), 0.02)
+        lam = torch.exp(-k * omega).clamp(lambda_min, 1.0)
+    else:
+        scale = omega / peak if peak > 0 else torch.zeros_like(omega)
+        lam = (2 - lambda_min) - 2 * (1 - lambda_min) * scale
+    return _masked(lam, mask)
+
+
+def _leading_run(conflict: Tensor, valid: Tensor) -> Tensor:
+    """Keep only the leading contiguous run of True along dim 1 (over valid positions)."""
+    return torch.cumprod((conflict | ~valid).long(), dim=1).bool() & valid
+
+
+def gtpo_conflict_weights(tokens: Tensor, mask: Tensor, adv: Tensor, group: Tensor, w_raw: float = 2.0) -> Tensor:
+    """GTPO's conflict-token weights (arXiv 2508.03772; read from its code, HIGH as implemented).
+
+    A token *conflicts* if the same token id sits at the same position in at least one positive-
+    and at least one negative-advantage response of its group (A = 0 responses are ignored); only
+    the leading contiguous run of conflicts counts (in practice the shared prefix). The check is
+    repeated with responses aligned at their ends (the shared suffix, e.g. format tokens). Weight
+    per direction: 1 for non-conflict tokens, ``w_raw`` (2) for conflict tokens of positive
+    responses (amplified), 0 for conflict tokens of negative responses (their update is skipped);
+    the result is the product of the forward and backward weights.
+
+    ``tokens [B, T]`` long, ``mask [B, T]``, ``adv [B]``, ``group [B]`` → float ``[B, T]`` (0 off mask).
+    (The reference code also divides each response's loss by its number of conflict tokens; that
+    normalisation is left to the caller.)
+    """
+    mask = _checks.bool_mask("mask", mask)
+    tokens = _checks.as_tensor("tokens", tokens).long()
+    _checks.same_shape("mask", mask, "tokens", tokens)
+    adv = _checks.floating("adv", adv)
+    if adv.shape != (mask.shape[0],):
+        raise ValueError(f"`adv` must have shape [{mask.shape[0]}] (one per response), got {list(adv.shape)}")
+    group = _checks.group_ids("group", group, mask.shape[0])
+
+    def one_direction(tok: Tensor, valid: Tensor) -> Tensor:
+        pos, neg = adv > 0, adv < 0
+        same_group = group[:, None] == group[None, :]  # [B, B]
+        same_token = (tok[:, None, :] == tok[None, :, :]) & valid[:, None, :] & valid[None, :, :]  # [B, B, T]
+        opposite = (pos[:, None] & neg[None, :]) | (neg[:, None] & pos[None, :])
+        conflict = (same_token & (same_group & opposite)[:, :, None]).any(1)
+        conflict = _leading_run(conflict, valid)
+        weight = torch.ones(mask.shape, dtype=torch.float64)
+        weight = torch.where(conflict & pos[:, None], torch.full_like(weight, float(w_raw)), weight)
+        return torch.where(conflict & neg[:, None], torch.zeros_like(weight), weight)
+
+    forward = one_direction(tokens, mask)
+    # end-aligned: reverse each response's valid tokens so that position 0 is its last token
+    lengths = mask.sum(1)
+    t = torch.arange(mask.shape[1])
+    rev_index = (lengths[:, None] - 1 - t[None, :]).clamp(min=0)
+    rev_tokens = tokens.gather(1, rev_index)
+    rev_valid = t[None, :] < lengths[:, None]
+    backward_rev = one_direction(rev_tokens, rev_valid)
+    backward = backward_rev.gather(1, rev_index)  # position p <-> reversed position L-1-p (an involution)
+    return _masked(forward * backward, mask)
+
+
+def gtpo_entropy_filter(adv: Tensor, seq_entropy: Tensor, threshold: float = 0.7, scale: float = 0.1) -> Tensor:
+    """GTPO's entropy control: drop high-entropy responses, penalise the rest (arXiv 2508.03772 code).
+
+    A_i ← 0 if H̄_i > threshold else A_i − scale·H̄_i, with H̄_i the mean token entropy of response i.
+    Defaults 0.7 / 0.1 (``ent_threshold``, ``ent_scale``). ``adv``, ``seq_entropy``: ``[B]``.
+    """
+    adv = _checks.floating("adv", adv)
+    seq_entropy = _checks.floating("seq_entropy", seq_entropy).to(adv.dtype)
+    _checks.same_shape("adv", adv, "seq_entropy", seq_entropy)
+    return torch.where(seq_entropy > threshold, torch.zeros_like(adv), adv - scale * seq_entropy)
