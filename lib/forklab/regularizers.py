@@ -74,15 +74,17 @@ def entropy_top_mask(entropy: Tensor, mask: Tensor, top_ratio: float = 0.2, meth
     return mask & (entropy.double() >= threshold)
 
 
-def entropy_bonus(entropy: Tensor, mask: Tensor, coef: float = 0.01, mode: str = "token-mean") -> Tensor:
+def entropy_bonus(entropy: Tensor, mask: Tensor, coef: float = 0.01, mode: str = "token-mean",
+                  **aggregate_kwargs) -> Tensor:
     """The entropy-bonus loss term −c · agg(H) (add it to the policy loss; c > 0 raises entropy).
 
     ``entropy`` must carry gradient (computed from logits with :func:`forklab.ops.entropy_from_logits`).
     verl aggregates it with ``loss_agg_mode`` (``entropy_coeff``, default 0); TRL always uses the
-    token mean (``entropy_coef``). Returns a scalar.
+    token mean (``entropy_coef``). ``aggregate_kwargs`` (``adv``, ``group``, ``norm_len``) go to
+    :func:`forklab.aggregation.aggregate`. Returns a scalar.
     """
     entropy, mask = _entropy_and_mask(entropy, mask)
-    return -float(coef) * aggregate(entropy, mask, mode)
+    return -float(coef) * aggregate(entropy, mask, mode, **aggregate_kwargs)
 
 
 def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ __all__ = [
     "dhpo_entropy_weight",
     "hapo_normalized_entropy",
     "hapo_clip",
+    "hapo_redistribute",
     "prefix_log_ratio",
     "minpro",
     "ratio_metrics",
@@ -434,3 +435,22 @@ def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: f
     if return_metrics:
         metrics["minpro/weight_mean"] = _mean(weight, mask)
     return _out(weight * loss, mask, metrics, return_metrics)
+
+
+def hapo_redistribute(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, beta: float = 1.0,
+                      eps_low: float = 0.2, eps_high: float = 0.2, pivot: float = 0.8) -> Tensor:
+    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; formulas.md §6, HIGH as implemented).
+
+    .. math:: A'_t = A_t (1 + \\beta \\hat h_t), \\qquad N = (1 - \\epsilon_{low}/2,\\; 1 + \\epsilon_{high}/2)
+
+    High-entropy tokens (ĥ > 0) use A' when the ratio is *outside* the neutral band N, else A;
+    low-entropy tokens (ĥ ≤ 0) use A' when the ratio is *inside* N, else A. ĥ from
+    :func:`hapo_normalized_entropy`. Returns the per-token advantage ``[B, T]`` (detached, 0 off mask).
+    """
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    h_hat = hapo_normalized_entropy(entropy, mask, pivot).to(logp.dtype)
+    ratio = _log_ratio(logp, old_logp, mask).exp().detach()
+    inside = (ratio > 1 - eps_low / 2) & (ratio < 1 + eps_high / 2)
+    use_new = torch.where(h_hat > 0, ~inside, inside)
+    a = adv.detach()
+    return _masked(torch.where(use_new, a * (1 + beta * h_hat), a), mask)
