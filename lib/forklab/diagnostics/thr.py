@@ -1,0 +1,214 @@
+"""Token Hidden Reward (THR) and its predecessor NTHR: which tokens move the likelihood of correct answers.
+
+Introduced in ``notebooks/07_token_hidden_reward.ipynb`` (planned).
+
+Setting (NTHR, "On the Effect of Negative Gradient in Group Relative Deep Reinforcement
+Optimization", arXiv 2505.18830; formulas.md §1A, HIGH): last-layer hidden states h_t ∈ R^d, an
+unembedding W, π_t = softmax(W h_t). Updating W on token t with weight Â changes W by
+η·Â·(e_{y_t} − π_t) h_tᵀ, so to first order the log-likelihood of the correct responses P moves by
+
+.. math::
+    \\Delta \\sum_{i\\in P}\\log\\pi(y_i) \\approx \\eta\\,\\hat A\\; \\underbrace{g_t^\\top M^+ h_t}_{s_t}, \\qquad
+    g_t = e_{y_t} - \\pi_t, \\quad M^+ = \\sum_{i\\in P}\\sum_{k} g_{i,k}\\, h_{i,k}^\\top
+
+because ⟨(e−π)hᵀ, (e'−π')h'ᵀ⟩_F = α·⟨h, h'⟩ with α = ⟨e_y − π, e_{y'} − π'⟩ (the "token prediction-
+error similarity"). ``influence`` s_t is that factorised sum; computing M⁺ once per group costs
+O(N·|V*|·d) instead of the O(N²·(|V*| + d)) of the pairwise form (see ``benchmarks/``).
+
+- NTHR (HIGH): s⁻ for tokens of incorrect responses; tokens with s⁻ > τ have their negative
+  advantage scaled by η = 2|0.5 − p| (p = pass rate of the group).
+- τ = β · min_{i∈P} s̄⁺_i, s̄⁺_i = mean over the tokens of correct response i of s_t (β = 1).
+- THR (Token Hidden Reward, arXiv 2510.03669) — **LOW confidence**: the paper's full text was not
+  available; implemented as the reconstruction documented in formulas.md §1C,
+  THR_t = Â_{j(t)} · s_t, and the reweighting Â_t ← Â·(1 + p·sign(THR_t)) where |THR_t| > τ
+  (others keep Â, or get 0 in the "THR-only" variant). The formula lives in :func:`_thr_formula`
+  only, so correcting it is a one-line change.
+
+The vocabulary is restricted to V* = tokens that appear in the group's responses, probabilities not
+renormalised (NTHR's efficient computation); ``restrict_vocab=False`` uses the full vocabulary,
+which is what the exact finite-difference identity needs.
+
+Conventions: ``hidden [B, T, d]`` (the states the logits at each position are computed from),
+``logits [B, T, V]``, ``tokens [B, T]`` (the sampled token at each position), ``mask [B, T]``,
+``group [B]``, ``correct [B]`` bool, ``adv [B]``. Results are ``[B, T]``, 0 off the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from forklab import _checks
+
+__all__ = [
+    "influence_scores",
+    "pairwise_influence_scores",
+    "nthr_threshold",
+    "token_hidden_reward",
+    "thr_advantages",
+    "nthr_advantages",
+    "THRResult",
+]
+
+
+def _validate(hidden, logits, tokens, mask, group, correct):
+    hidden = _checks.floating("hidden", hidden)
+    logits = _checks.floating("logits", logits)
+    mask = _checks.bool_mask("mask", mask)
+    if hidden.dim() != 3:
+        raise ValueError(f"`hidden` must have shape [B, T, d], got {list(hidden.shape)}")
+    if logits.dim() != 3 or logits.shape[:2] != hidden.shape[:2]:
+        raise ValueError(f"`logits` must have shape [B, T, V] with B, T of `hidden`, got {list(logits.shape)}")
+    if mask.shape != hidden.shape[:2]:
+        raise ValueError(f"`mask` must have shape {list(hidden.shape[:2])}, got {list(mask.shape)}")
+    tokens = _checks.as_tensor("tokens", tokens)
+    if tokens.shape != mask.shape or tokens.is_floating_point():
+        raise ValueError(f"`tokens` must be an integer tensor of shape {list(mask.shape)}")
+    group = _checks.group_ids("group", group, mask.shape[0])
+    correct = _checks.as_tensor("correct", correct)
+    if correct.shape != (mask.shape[0],):
+        raise ValueError(f"`correct` must have shape [{mask.shape[0]}], got {list(correct.shape)}")
+    return hidden.double(), logits.double(), tokens.long(), mask, group, correct.bool()
+
+
+def _group_tensors(hidden, logits, tokens, mask, rows, restrict_vocab):
+    """Flatten one group's valid tokens: h [N, d], g = e_y − π [N, |V*|], owner row [N], flat index [N]."""
+    sub_mask = mask[rows]
+    h = hidden[rows][sub_mask]
+    probs = torch.softmax(logits[rows][sub_mask], -1)
+    y = tokens[rows][sub_mask]
+    vocab = torch.unique(y) if restrict_vocab else torch.arange(probs.shape[-1])
+    onehot = (y[:, None] == vocab[None, :]).double()
+    g = onehot - probs[:, vocab]
+    owner = rows[:, None].expand_as(sub_mask)[sub_mask]
+    return h, g, owner, sub_mask
+
+
+def influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tensor, group: Tensor, correct: Tensor,
+                     restrict_vocab: bool = True) -> Tensor:
+    """s_t = g_tᵀ M⁺ h_t for every valid token, with M⁺ = Σ_{correct tokens} g hᵀ of its group (factorised).
+
+    Groups without a correct response get 0. Shapes: see the module docstring; returns ``[B, T]``
+    float64. NTHR calls s of a negative token s⁻ (arXiv 2505.18830, HIGH).
+    """
+    hidden, logits, tokens, mask, group, correct = _validate(hidden, logits, tokens, mask, group, correct)
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for gid in torch.unique(group):
+        rows = torch.nonzero(group == gid).flatten()
+        h, g, owner, sub_mask = _group_tensors(hidden, logits, tokens, mask, rows, restrict_vocab)
+        positive = correct[owner]
+        if not positive.any():
+            continue
+        m_plus = g[positive].T @ h[positive]  # [|V*|, d]
+        scores = ((g @ m_plus) * h).sum(-1)  # row-wise g_tᵀ M⁺ h_t
+        block = torch.zeros(sub_mask.shape, dtype=torch.float64)
+        block[sub_mask] = scores
+        out[rows] = block
+    return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
+
+
+def pairwise_influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tensor, group: Tensor,
+                              correct: Tensor, restrict_vocab: bool = True) -> Tensor:
+    """The same s_t computed pairwise: Σ_{i∈P,k} α_{(i,k),t} ⟨h_{i,k}, h_t⟩ (the definition; O(N²) memory).
+
+    The reference the factorised :func:`influence_scores` is tested and benchmarked against.
+    """
+    hidden, logits, tokens, mask, group, correct = _validate(hidden, logits, tokens, mask, group, correct)
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for gid in torch.unique(group):
+        rows = torch.nonzero(group == gid).flatten()
+        h, g, owner, sub_mask = _group_tensors(hidden, logits, tokens, mask, rows, restrict_vocab)
+        positive = correct[owner]
+        alpha = g @ g[positive].T  # [N, N+] prediction-error similarity
+        kernel = h @ h[positive].T  # [N, N+] hidden-state similarity
+        block = torch.zeros(sub_mask.shape, dtype=torch.float64)
+        block[sub_mask] = (alpha * kernel).sum(-1)
+        out[rows] = block
+    return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
+
+
+def nthr_threshold(influence: Tensor, mask: Tensor, group: Tensor, correct: Tensor, beta: float = 1.0) -> Tensor:
+    """τ per group = β · min over correct responses of their mean token influence s̄⁺ (NTHR, HIGH).
+
+    Returns ``[B]`` (each response gets its group's τ; +inf for groups with no correct response, so
+    that nothing is selected there). β = 1 default (0 for DeepSeek-1.5B in the paper).
+    """
+    mask = _checks.bool_mask("mask", mask)
+    group = _checks.group_ids("group", group, mask.shape[0])
+    correct = _checks.as_tensor("correct", correct).bool()
+    lengths = mask.sum(1).clamp(min=1)
+    mean_score = torch.where(mask, influence, torch.zeros((), dtype=influence.dtype)).sum(1) / lengths
+    tau = torch.full((mask.shape[0],), float("inf"), dtype=torch.float64)
+    for gid in torch.unique(group):
+        rows = group == gid
+        pos = rows & correct
+        if pos.any():
+            tau[rows] = float(beta) * mean_score[pos].min().item()
+    return tau
+
+
+def _thr_formula(adv: Tensor, influence: Tensor) -> Tensor:
+    """THR_t = Â_{j(t)} · s_t — the LOW-confidence reconstruction (formulas.md §1C). Change it here only."""
+    return adv[:, None] * influence
+
+
+@dataclass
+class THRResult:
+    """THR of every token and what it was computed from. All ``[B, T]`` except ``tau`` ``[B]``."""
+
+    thr: Tensor
+    influence: Tensor
+    tau: Tensor
+
+
+def token_hidden_reward(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tensor, group: Tensor, correct: Tensor,
+                        adv: Tensor, beta: float = 1.0, restrict_vocab: bool = True) -> THRResult:
+    """Token Hidden Reward of every token of both signs (LOW: reconstruction, see module docstring).
+
+    THR_t > 0: the update on token t raises the likelihood of the group's correct responses
+    (exploitation); THR_t < 0: it lowers it (for a negative token that resembles correct ones, the
+    "detrimental" token of NTHR). ``adv [B]``; returns :class:`THRResult`.
+    """
+    influence = influence_scores(hidden, logits, tokens, mask, group, correct, restrict_vocab)
+    adv = _checks.floating("adv", adv).double()
+    if adv.shape != (mask.shape[0],):
+        raise ValueError(f"`adv` must have shape [{mask.shape[0]}], got {list(adv.shape)}")
+    thr = torch.where(mask, _thr_formula(adv, influence), torch.zeros((), dtype=torch.float64))
+    return THRResult(thr=thr, influence=influence, tau=nthr_threshold(influence, mask, group, correct, beta))
+
+
+def thr_advantages(adv: Tensor, result: THRResult, mask: Tensor, p: float, only: bool = False) -> Tensor:
+    """THR-guided per-token advantages: Â·(1 + p·sign(THR)) where |THR| > τ, else Â (or 0 if ``only``).
+
+    p > 0 amplifies positive-THR tokens and damps negative ones (exploitation: greedy accuracy);
+    p < 0 does the opposite (exploration: pass@k). LOW confidence (formulas.md §1C). Note that THR
+    carries the advantage's scale while τ is built from influence scores without it, as documented.
+    Returns ``[B, T]`` float64, 0 off the mask.
+    """
+    mask = _checks.bool_mask("mask", mask)
+    adv = _checks.floating("adv", adv).double()
+    above = mask & (result.thr.abs() > result.tau[:, None])
+    base = adv[:, None].expand(mask.shape)
+    weighted = base * (1 + float(p) * torch.sign(result.thr))
+    out = torch.where(above, weighted, torch.zeros_like(base) if only else base)
+    return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
+
+
+def nthr_advantages(adv: Tensor, influence: Tensor, tau: Tensor, mask: Tensor, correct: Tensor, pass_rate: Tensor,
+                    eta: float | None = None) -> Tensor:
+    """NTHR's modified advantage: negative tokens with s⁻ > τ get Â·η, η = 2|0.5 − p| by default (HIGH).
+
+    ``pass_rate [B]`` is the group's share of correct responses (p); ``eta`` overrides η (the paper's
+    ablations: p, 1 − p; 0 in the analysis experiments). Returns ``[B, T]``, 0 off the mask.
+    """
+    mask = _checks.bool_mask("mask", mask)
+    adv = _checks.floating("adv", adv).double()
+    correct = _checks.as_tensor("correct", correct).bool()
+    p = _checks.floating("pass_rate", pass_rate).double()
+    scale = 2 * (0.5 - p).abs() if eta is None else torch.full_like(p, float(eta))
+    selected = mask & ~correct[:, None] & (influence > tau[:, None])
+    base = adv[:, None].expand(mask.shape)
+    out = torch.where(selected, base * scale[:, None], base)
+    return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
