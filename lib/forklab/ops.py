@@ -104,6 +104,10 @@ def _logit_inputs(logits, temperature: float) -> tuple[Tensor, float]:
     return logits, _checks.positive("temperature", temperature)
 
 
+#: With ``chunk_size=None`` a chunk holds about this many logits (16 MiB of fp32 probabilities).
+_AUTO_CHUNK_ELEMENTS = 1 << 22
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # fp16/bf16 log-softmax loses several digits; accumulate in fp32 (fp64 stays fp64).
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -158,10 +162,11 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: in
     ============  ==========================================
 
     ``chunk_size`` rows (positions) are processed at a time, each upcast to fp32, so at most one
-    chunk of probabilities ``[chunk_size, V]`` exists at once; ``None`` processes everything in
-    one go. The result does not depend on the chunk size. Logits of ``-inf`` (filtered tokens)
-    have probability 0 and contribute 0, so a top-k-filtered distribution gets its own (smaller)
-    entropy instead of NaN. Gradients flow (∂H/∂z = −p ⊙ (log p + H)).
+    chunk of probabilities ``[chunk_size, V]`` exists at once; ``None`` picks the number of rows
+    that keeps a chunk near 2²² logits (16 MiB in fp32; 85 rows at SmolLM2's 49k vocabulary). The
+    result does not depend on the chunk size (``benchmarks/bench_entropy.py`` measures the cost).
+    Logits of ``-inf`` (filtered tokens) have probability 0 and contribute 0, so a top-k-filtered
+    distribution gets its own (smaller) entropy instead of NaN. Gradients flow (∂H/∂z = −p ⊙ (log p + H)).
 
     Token entropy is the axis of forking tokens (Beyond the 80/20 Rule, arXiv 2506.01939) and of
     the entropy-collapse lessons (The Entropy Mechanism, arXiv 2505.22617). verl:
@@ -172,15 +177,20 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: in
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}")
     lead_shape = logits.shape[:-1]
-    flat = logits.reshape(-1, logits.shape[-1])
+    vocab = logits.shape[-1]
+    flat = logits.reshape(-1, vocab)
     rows = flat.shape[0]
-    step = rows if chunk_size is None else int(chunk_size)
+    step = max(1, _AUTO_CHUNK_ELEMENTS // vocab) if chunk_size is None else int(chunk_size)
     dtype = _compute_dtype(logits.dtype)
     pieces = []
-    for start in range(0, max(rows, 1), max(step, 1)):
-        z = flat[start : start + step].to(dtype) / temperature
+    for start in range(0, max(rows, 1), step):
+        z = flat[start : start + step].to(dtype)
+        if temperature != 1.0:
+            z = z / temperature
         lse = torch.logsumexp(z, dim=-1, keepdim=True)
         p = torch.exp(z - lse)
-        z_finite = torch.where(torch.isfinite(z), z, torch.zeros((), dtype=dtype, device=z.device))
-        pieces.append(lse.squeeze(-1) - (p * z_finite).sum(-1))
+        if not torch.isfinite(z).all():  # filtered (-inf) logits: p = 0 there, and 0·(-inf) must count as 0
+            z = torch.where(torch.isfinite(z), z, torch.zeros((), dtype=dtype, device=z.device))
+        expected_z = torch.bmm(p.unsqueeze(1), z.unsqueeze(2)).reshape(-1)  # Σ_v p_v z_v without a [N, V] product
+        pieces.append(lse.squeeze(-1) - expected_z)
     return torch.cat(pieces).reshape(lead_shape)

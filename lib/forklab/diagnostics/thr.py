@@ -55,7 +55,9 @@ __all__ = [
 
 def _validate(hidden, logits, tokens, mask, group, correct):
     hidden = _checks.floating("hidden", hidden)
-    logits = _checks.floating("logits", logits)
+    logits = _checks.as_tensor("logits", logits)
+    if not logits.is_floating_point():
+        raise ValueError(f"`logits` must be a floating tensor, got dtype {logits.dtype}")
     mask = _checks.bool_mask("mask", mask)
     if hidden.dim() != 3:
         raise ValueError(f"`hidden` must have shape [B, T, d], got {list(hidden.shape)}")
@@ -70,18 +72,23 @@ def _validate(hidden, logits, tokens, mask, group, correct):
     correct = _checks.as_tensor("correct", correct)
     if correct.shape != (mask.shape[0],):
         raise ValueError(f"`correct` must have shape [{mask.shape[0]}], got {list(correct.shape)}")
-    return hidden.double(), logits.double(), tokens.long(), mask, group, correct.bool()
+    # log-normaliser once for every position, in the logits' own precision (fp32 for half inputs):
+    # only the |V*| columns of the group are ever exponentiated, never a [B, T, V] float64 copy
+    lse = torch.logsumexp(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), -1)
+    return hidden.double(), (logits, lse), tokens.long(), mask, group, correct.bool()
 
 
-def _group_tensors(hidden, logits, tokens, mask, rows, restrict_vocab):
-    """Flatten one group's valid tokens: h [N, d], g = e_y − π [N, |V*|], owner row [N], flat index [N]."""
+def _group_tensors(hidden, logits_lse, tokens, mask, rows, restrict_vocab):
+    """Flatten one group's valid tokens: h [N, d], g = e_y − π [N, |V*|], owner row [N], the group's mask."""
+    logits, lse = logits_lse
     sub_mask = mask[rows]
     h = hidden[rows][sub_mask]
-    probs = torch.softmax(logits[rows][sub_mask], -1)
     y = tokens[rows][sub_mask]
-    vocab = torch.unique(y) if restrict_vocab else torch.arange(probs.shape[-1])
+    vocab = torch.unique(y) if restrict_vocab else torch.arange(logits.shape[-1])
+    z = logits.index_select(-1, vocab)[rows][sub_mask].double()  # [N, |V*|]
+    probs = torch.exp(z - lse[rows][sub_mask].double()[:, None])
     onehot = (y[:, None] == vocab[None, :]).double()
-    g = onehot - probs[:, vocab]
+    g = onehot - probs
     owner = rows[:, None].expand_as(sub_mask)[sub_mask]
     return h, g, owner, sub_mask
 
