@@ -102,6 +102,7 @@ def grpo(rewards: Tensor, group: Tensor, scale: str = "group", eps: float = 1e-6
     mean, std, constant = _group_stats(r, index, sizes)
     adv = r - mean
     if scale == "group":
+        constant = constant | (std + eps == 0)  # spread below float resolution (e.g. 1e-308): no signal
         adv = adv / (std + eps)
     elif scale == "batch":
         adv = adv / (r.std() + eps)
@@ -162,6 +163,7 @@ def median(rewards: Tensor, group: Tensor, scale: str = "group", eps: float = 1e
     _, std, constant = _group_stats(r, index, sizes)
     adv = r - _group_median(r, index, sizes)[index]
     if scale == "group":
+        constant = constant | (std + eps == 0)
         adv = adv / (std + eps)
     return torch.where(constant, torch.zeros_like(adv), adv).to(dtype)
 

@@ -1,0 +1,4 @@
+"""The tiny-LM scale and real models: character tokenizer, model build/save/load, sampling, trainers.
+
+Submodules are imported explicitly, e.g. ``from forklab.lm.tokenizer import CharTokenizer``.
+"""
