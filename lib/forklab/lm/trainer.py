@@ -1,0 +1,313 @@
+"""RLTrainer: GRPO-family training of a causal LM on a verifiable task, with the diagnostics notebooks use.
+
+Introduced in ``notebooks/01_policy_gradients_and_advantages.ipynb`` (tiny-LM section) and used by
+every tiny-LM experiment. One step, in the shape of the pseudocode::
+
+    prompts  = P prompts from the task's train split (seeded)
+    samples  = sample(policy, each prompt × G)                     # tokens, mask, logp_old, entropy
+    rewards  = task.reward(prompt, response)                       # 0/1 (or graded)
+    [DAPO]     drop groups whose rewards are all equal             # recipe.dynamic_sampling
+    adv      = recipe.advantages(rewards, group)                   # once per rollout
+    for epoch in range(μ):                                         # inner epochs: ratios leave 1
+        for minibatch of whole groups:
+            logp, entropy = forward(policy, prompt + response)     # positions from the attention mask
+            loss, m = recipe.loss(Batch(logp, old_logp, adv, ...))
+            AdamW step (grad clip)
+    log reward, accuracy, entropy, clip fractions, KL, lengths, and optional covariance / THR / forks
+
+Checkpoints are safetensors only: model weights, AdamW moments and the sampling generator's state
+as tensors, plus a JSON file of counters — no pickle anywhere, so resuming reproduces the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from forklab.diagnostics.entropy import PAPER_P80
+from forklab.envs import tasks as task_lib
+from forklab.lm import sampling
+from forklab.lm.tokenizer import CharTokenizer
+from forklab.ops import entropy_from_logits, logprobs_from_logits
+from forklab.recipes import Batch, Recipe
+from forklab.regularizers import token_covariance
+from forklab.runs import RunLog
+
+__all__ = ["RLConfig", "RLTrainer", "policy_forward", "evaluate"]
+
+
+@dataclass
+class RLConfig:
+    """Hyperparameters of :class:`RLTrainer` (defaults: the tiny-LM setting of tiny-lm-facts.md)."""
+
+    task: str = "addition"
+    task_kwargs: dict = field(default_factory=dict)
+    prompts_per_step: int = 16
+    group_size: int = 8
+    max_new_tokens: int = 6
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    inner_epochs: int = 1
+    minibatches: int = 1
+    graded_reward: bool = False
+    train_size: int = 4000
+    eval_size: int = 128
+    eval_every: int = 10
+    pass_k: int = 8
+    seed: int = 0
+    log_covariance: bool = True
+    log_thr: bool = False
+
+
+def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor,
+                   temperature: float = 1.0, hidden: bool = False):
+    """Teacher-forced scores of sampled responses: ``(logits [B, T, V], logp [B, T], hidden [B, T, d] | None)``.
+
+    Input is the left-padded prompt followed by the response; positions come from the attention
+    mask (``cumsum − 1``), exactly as the sampler used them, so ``logp`` equals the sampled log-probs
+    at the same weights. Logits are divided by ``temperature``.
+    """
+    ids = torch.cat([prompt_ids, tokens], 1)
+    attention = torch.cat([prompt_mask, mask], 1)
+    positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=attention.long(), position_ids=positions, output_hidden_states=hidden)
+    lp = prompt_ids.shape[1]
+    logits = out.logits[:, lp - 1 : lp - 1 + tokens.shape[1]] / temperature
+    logp = logprobs_from_logits(logits, tokens)
+    h = out.hidden_states[-1][:, lp - 1 : lp - 1 + tokens.shape[1]] if hidden else None
+    return logits, logp, h
+
+
+def _decode_all(tokenizer: CharTokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
+    return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer: CharTokenizer, task, examples, max_new_tokens: int, k: int = 8,
+             temperature: float = 1.0, generator: torch.Generator | None = None) -> dict[str, float]:
+    """Greedy accuracy, sampled accuracy (T = ``temperature``) and unbiased pass@k (n = k samples)."""
+    prompts = [e.prompt for e in examples]
+    ids, pmask = tokenizer.batch_encode(prompts, pad_side="left")
+    greedy = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
+                             pad_token_id=tokenizer.pad_id)
+    greedy_ok = [task.reward(e, r) for e, r in zip(examples, _decode_all(tokenizer, greedy.tokens, greedy.mask),
+                                                  strict=True)]
+    rep_ids, rep_mask = ids.repeat_interleave(k, 0), pmask.repeat_interleave(k, 0)
+    sampled = sampling.sample(model, rep_ids, rep_mask, max_new_tokens, temperature=temperature,
+                              stop_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, generator=generator)
+    texts = _decode_all(tokenizer, sampled.tokens, sampled.mask)
+    ok = torch.tensor([task.reward(examples[i // k], t) for i, t in enumerate(texts)]).reshape(len(examples), k)
+    correct = ok.sum(1)
+    return {
+        "eval/greedy_accuracy": float(sum(greedy_ok) / len(greedy_ok)),
+        "eval/sampled_accuracy": float(ok.mean()),
+        f"eval/pass@{k}": float(sampling.pass_at_k(torch.full_like(correct, k), correct, k).mean()),
+        "eval/entropy": float(sampled.entropy[sampled.mask].mean()),
+    }
+
+
+class RLTrainer:
+    """Train ``model`` with ``recipe`` on ``config.task``. See the module docstring for one step.
+
+    ``ref_model``: a frozen reference for the recipe's KL term (needed when ``recipe.kl_coef > 0``).
+    ``run_path``: CSV run log (``forklab.runs``; ``resume=True`` continues an existing one).
+    ``hooks``: callables ``f(trainer, rollout) -> dict`` whose metrics are logged too (e.g. THR
+    statistics in notebook 07).
+    """
+
+    def __init__(self, model, tokenizer: CharTokenizer, recipe: Recipe, config: RLConfig | None = None,
+                 ref_model=None, run_path: str | os.PathLike | None = None,
+                 hooks: list[Callable] | None = None, resume: bool = False):
+        self.model, self.tokenizer, self.recipe = model, tokenizer, recipe
+        self.config = config or RLConfig()
+        c = self.config
+        if c.group_size < 2 or c.prompts_per_step < 1 or c.inner_epochs < 1 or c.minibatches < 1:
+            raise ValueError("`config`: group_size >= 2, prompts_per_step, inner_epochs, minibatches >= 1")
+        if c.minibatches > c.prompts_per_step:
+            raise ValueError("`config.minibatches` cannot exceed prompts_per_step (minibatches hold whole groups)")
+        if recipe.kl_coef and ref_model is None:
+            raise ValueError("`ref_model` is required: the recipe has a KL term (kl_coef > 0)")
+        self.ref_model = ref_model
+        self.task = task_lib.get_task(c.task, **c.task_kwargs)
+        self.train_examples = self.task.make_split("train", c.train_size, seed=c.seed)
+        self.eval_examples = self.task.make_split("test", c.eval_size, seed=c.seed)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay,
+                                           betas=(0.9, 0.99))
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.eval_generator = torch.Generator().manual_seed(c.seed + 1)
+        self.step_count = 0
+        self.log = RunLog(run_path, resume=resume) if run_path is not None else None
+        self.hooks = list(hooks or [])
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ rollout
+    @torch.no_grad()
+    def rollout(self) -> dict:
+        """Sample P prompts × G responses and score them (no gradient)."""
+        c = self.config
+        idx = torch.randint(0, len(self.train_examples), (c.prompts_per_step,), generator=self.generator)
+        examples = [self.train_examples[i] for i in idx.tolist()]
+        ids, pmask = self.tokenizer.batch_encode([e.prompt for e in examples], pad_side="left")
+        ids, pmask = ids.repeat_interleave(c.group_size, 0), pmask.repeat_interleave(c.group_size, 0)
+        self.model.eval()
+        s = sampling.sample(self.model, ids, pmask, c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
+                            stop_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
+                            generator=self.generator, return_hidden=c.log_thr)
+        texts = _decode_all(self.tokenizer, s.tokens, s.mask)
+        score = self.task.graded_reward if c.graded_reward else self.task.reward
+        rewards = torch.tensor([score(examples[i // c.group_size], t) for i, t in enumerate(texts)],
+                               dtype=torch.float32)
+        correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)]) > 0
+        group = torch.arange(c.prompts_per_step).repeat_interleave(c.group_size)
+        return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp.float(),
+                    entropy=s.entropy.float(), hidden=s.hidden, rewards=rewards, correct=correct, group=group,
+                    texts=texts)
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> dict[str, float]:
+        c = self.config
+        t0 = time.perf_counter()
+        r = self.rollout()
+        t_sample = time.perf_counter() - t0
+        g = r["rewards"].reshape(c.prompts_per_step, c.group_size)
+        degenerate = g.amax(1) == g.amin(1)
+        metrics = {"reward": float(r["rewards"].mean()), "accuracy": float(r["correct"].double().mean()),
+                   "entropy": float(r["entropy"][r["mask"]].mean()),
+                   "completion_length": float(r["mask"].sum(1).double().mean()),
+                   "frac_degenerate_groups": float(degenerate.double().mean()),
+                   "entropy/share_above_0.672": float((r["entropy"][r["mask"]] > PAPER_P80).double().mean())}
+        keep_groups = torch.nonzero(~degenerate).flatten() if self.recipe.dynamic_sampling else \
+            torch.arange(c.prompts_per_step)
+        adv = self.recipe.advantages(Batch(logp=r["old_logp"], mask=r["mask"], group=r["group"],
+                                           rewards=r["rewards"]))
+        if c.log_covariance:
+            metrics["covariance"] = float(token_covariance(r["old_logp"], adv, r["mask"])[r["mask"]].mean())
+        for hook in self.hooks:
+            metrics |= hook(self, r)
+        ref_logp = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                _, ref_logp, _ = policy_forward(self.ref_model, r["prompt_ids"], r["prompt_mask"], r["tokens"],
+                                                r["mask"], c.temperature)
+        step_metrics: list[dict] = []
+        self.model.train()
+        if len(keep_groups):
+            for _ in range(c.inner_epochs):
+                order = keep_groups[torch.randperm(len(keep_groups), generator=self.generator)]
+                for chunk in order.chunk(min(c.minibatches, len(order))):
+                    rows = (r["group"][:, None] == chunk[None, :]).any(1)
+                    step_metrics.append(self._update(r, adv, rows, ref_logp))
+        self.model.eval()
+        for key in {k for m in step_metrics for k in m}:
+            metrics[key] = float(sum(m[key] for m in step_metrics if key in m) / len(step_metrics))
+        metrics["time/sample_s"] = t_sample
+        metrics["time/step_s"] = time.perf_counter() - t0
+        self.step_count += 1
+        if c.eval_every and self.step_count % c.eval_every == 0:
+            metrics |= self.evaluate()
+        self.history.append({"step": self.step_count, **metrics})
+        if self.log is not None:
+            self.log.append(self.step_count, metrics)
+        return metrics
+
+    def _update(self, r: dict, adv: Tensor, rows: Tensor, ref_logp: Tensor | None) -> dict[str, float]:
+        c = self.config
+        logits, logp, _ = policy_forward(self.model, r["prompt_ids"][rows], r["prompt_mask"][rows], r["tokens"][rows],
+                                         r["mask"][rows], c.temperature)
+        mask = r["mask"][rows]
+        entropy = entropy_from_logits(logits) if self._needs_entropy() else r["entropy"][rows]
+        batch = Batch(logp=logp, mask=mask, group=r["group"][rows], rewards=r["rewards"][rows],
+                      old_logp=r["old_logp"][rows], ref_logp=None if ref_logp is None else ref_logp[rows],
+                      entropy=entropy, tokens=r["tokens"][rows], adv=adv[rows])
+        if self.recipe.surrogate == "lp_reg":
+            from forklab.regularizers import minp_proxy_logprobs
+
+            batch.proxy_logp = minp_proxy_logprobs(logits.detach(), r["tokens"][rows])
+        loss, metrics = self.recipe.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+        self.optimizer.step()
+        metrics["loss"] = float(loss.detach())
+        return metrics
+
+    def _needs_entropy(self) -> bool:
+        r = self.recipe
+        return bool(r.entropy_coef) or r.entropy_top_ratio is not None or r.surrogate == "hapo_clip" \
+            or r.token_weighting == "steer" or bool(r.hapo_redistribution)
+
+    # ------------------------------------------------------------------ loops
+    def evaluate(self) -> dict[str, float]:
+        c = self.config
+        return evaluate(self.model, self.tokenizer, self.task, self.eval_examples, c.max_new_tokens, c.pass_k,
+                        c.temperature, self.eval_generator)
+
+    def train(self, steps: int | None = None, seconds: float | None = None, progress: bool = True) -> list[dict]:
+        """Run until ``steps`` more steps or ``seconds`` of wall time (whichever comes first)."""
+        if steps is None and seconds is None:
+            raise ValueError("give `steps` or `seconds`")
+        from tqdm.auto import tqdm
+
+        disable = not progress or bool(os.environ.get("CI")) or bool(os.environ.get("TQDM_DISABLE"))
+        start = time.perf_counter()
+        bar = tqdm(total=steps, disable=disable, desc=f"{self.recipe.name} on {self.config.task}")
+        done = 0
+        while (steps is None or done < steps) and (seconds is None or time.perf_counter() - start < seconds):
+            m = self.step()
+            done += 1
+            bar.update(1)
+            bar.set_postfix(reward=f"{m['reward']:.2f}", entropy=f"{m['entropy']:.2f}")
+        bar.close()
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Model, AdamW state and generator states as safetensors + counters as JSON (no pickle)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in self.model.state_dict().items()}
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                for key, value in self.optimizer.state.get(p, {}).items():
+                    tensors[f"optim.{names[id(p)]}.{key}"] = torch.as_tensor(value).clone().contiguous()
+        tensors["rng.generator"] = self.generator.get_state()
+        tensors["rng.eval_generator"] = self.eval_generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(path / "trainer.safetensors"))
+        meta = {"step": self.step_count, "config": asdict(self.config), "recipe": self.recipe.name}
+        (path / "trainer.json").write_text(json.dumps(meta) + "\n")
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore a :meth:`save_checkpoint` folder; the run then continues exactly where it stopped."""
+        path = Path(path)
+        if not (path / "trainer.safetensors").exists():
+            raise ValueError(f"`path` {path} holds no trainer.safetensors")
+        tensors = load_file(str(path / "trainer.safetensors"))
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+        params = dict(self.model.named_parameters())
+        for name, p in params.items():
+            state = {key.rsplit(".", 1)[1]: v for key, v in tensors.items()
+                     if key.startswith(f"optim.{name}.") and key.count(".") == name.count(".") + 2}
+            if state:
+                self.optimizer.state[p] = state
+        self.generator.set_state(tensors["rng.generator"])
+        self.eval_generator.set_state(tensors["rng.eval_generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        meta = json.loads((path / "trainer.json").read_text())
+        self.step_count = int(meta["step"])
+        if self.log is not None:
+            self.log.truncate(self.step_count)
+

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The exact commands that produced data/models/ (each writes its own provenance.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+$PY scripts/pretrain_tiny.py --name student-addition --size student --task addition --noise 0.1 --steps 1200 \
+    --constant-lr --seed 0
+$PY scripts/pretrain_tiny.py --name teacher-addition --size teacher --task addition --noise 0.0 --steps 800 \
+    --constant-lr --lr 1e-3 --seed 0
