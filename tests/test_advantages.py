@@ -230,3 +230,10 @@ def test_inputs_are_not_modified_and_dtype_is_kept():
     out = adv.grpo(rewards, group)
     assert out.dtype == torch.float32
     assert torch.equal(rewards, before)
+
+
+def test_group_spread_below_float_resolution_gives_zero_not_nan():
+    # found by hypothesis: a subnormal spread makes the unbiased std underflow to 0
+    rewards = torch.tensor([0.0, 0.0, 0.0, 1.1125369292536007e-308], dtype=torch.float64)
+    out = adv.grpo(rewards, torch.zeros(4, dtype=torch.long), eps=0.0)
+    assert torch.isfinite(out).all() and (out == 0).all()
