@@ -74,8 +74,10 @@ def save_model(model, tokenizer: CharTokenizer, path: str | os.PathLike, provena
 def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer)`` from a folder written by :func:`save_model` (safetensors only)."""
     from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
     path = Path(path)
+    hf_logging.disable_progress_bar()  # a tiny model loads instantly; the bar is a widget that nbval cannot compare
     if not (path / "model.safetensors").exists():
         raise ValueError(f"`path` {path} holds no model.safetensors (checkpoints are safetensors only)")
     model = LlamaForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype).eval()
