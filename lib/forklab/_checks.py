@@ -79,3 +79,12 @@ def choice(name: str, value: str, options) -> str:
     if value not in options:
         raise ValueError(f"`{name}` must be one of {sorted(options)}, got {value!r}")
     return value
+
+
+def integer(name: str, value, low: int, high: float = float("inf")) -> int:
+    """An integer in [low, high] (3.0 is accepted; 3.5, "3" and True are not)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
+    if not ok or not low <= value <= high:
+        bound = f"[{low}, {high}]" if high != float("inf") else f">= {low}"
+        raise ValueError(f"`{name}` must be an integer {bound}, got {value!r}")
+    return int(value)

@@ -73,13 +73,7 @@ DTYPE = torch.float64
 
 
 # ----- the response space -------------------------------------------------------------------------
-def _integer(name: str, value, low: int, high: float = float("inf")) -> int:
-    """An integer in [low, high] (3.0 is accepted, 3.5, "3" and True are not)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
-    if not ok or not low <= value <= high:
-        bound = f"[{low}, {high}]" if high != float("inf") else f">= {low}"
-        raise ValueError(f"`{name}` must be an integer {bound}, got {value!r}")
-    return int(value)
+_integer = _checks.integer
 
 
 def _check_space(vocab_size: int, max_len: int) -> tuple[int, int]:

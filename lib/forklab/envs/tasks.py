@@ -98,13 +98,7 @@ class Example:
 
 
 # ----- small shared helpers -----------------------------------------------------------------------
-def _integer(name: str, value, low: int, high: float = float("inf")) -> int:
-    """An integer in [low, high] (3.0 is accepted; 3.5, "3" and True are not)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
-    if not ok or not low <= value <= high:
-        bound = f"[{low}, {high}]" if high != float("inf") else f">= {low}"
-        raise ValueError(f"`{name}` must be an integer {bound}, got {value!r}")
-    return int(value)
+_integer = _checks.integer
 
 
 def _as_rng(rng) -> random.Random:

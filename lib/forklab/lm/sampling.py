@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from forklab import _checks
+from forklab.surrogates import hapo_entropy_stats
 
 __all__ = [
     "Samples",
@@ -739,27 +740,8 @@ def pass_at_k(num_samples, num_correct, k: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- HAPO hook
-def entropy_stats(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> dict[str, float]:
-    """HAPO's log-entropy normalisation statistics of a batch, to pass to :func:`hapo_temperature_fn`.
-
-    ``m = quantile_pivot(log H)``, ``sigma = RMS(log H − m)`` and the scales of the positive and
-    negative sides (``max h`` and ``|min h|`` of ``h = (log H − m)/sigma``) over the valid tokens, as in
-    ``forklab.surrogates.hapo_normalized_entropy``. ``entropy``, ``mask``: ``[B, T]``.
-    """
-    entropy = _checks.floating("entropy", entropy)
-    mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", entropy, "mask", mask)
-    if not mask.any():
-        raise ValueError("`mask` is empty")
-    if not 0 < pivot < 1:
-        raise ValueError(f"`pivot` must lie in (0, 1), got {pivot}")
-    log_h = entropy.double().clamp(min=1e-8).log()[mask]
-    m = torch.quantile(log_h, pivot)
-    sigma = ((log_h - m) ** 2).mean().sqrt().clamp(min=1e-12)
-    h = (log_h - m) / sigma
-    pos = float(h[h > 0].max()) if (h > 0).any() else 1.0
-    neg = float(-h[h < 0].min()) if (h < 0).any() else 1.0
-    return {"m": float(m), "sigma": float(sigma), "scale_pos": pos, "scale_neg": neg}
+#: HAPO's batch statistics of log-entropy (pivot, spread, side scales) for :func:`hapo_temperature_fn`.
+entropy_stats = hapo_entropy_stats
 
 
 def hapo_temperature_fn(temperature: float, stats: dict[str, float], tau: float = 0.05) -> TemperatureFn:
