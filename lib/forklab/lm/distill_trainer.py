@@ -108,7 +108,7 @@ class DistillTrainer:
     def _inputs(self, prompt_ids, prompt_mask, tokens, mask):
         ids = torch.cat([prompt_ids, tokens], 1)
         attention = torch.cat([prompt_mask, mask], 1)
-        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+        positions = sampling.position_ids_from_mask(attention)
         return dict(input_ids=ids, attention_mask=attention.long(), position_ids=positions)
 
     def _response_hidden(self, model, inputs, lp: int, t: int) -> Tensor:

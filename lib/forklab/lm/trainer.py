@@ -80,7 +80,7 @@ def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tenso
     """
     ids = torch.cat([prompt_ids, tokens], 1)
     attention = torch.cat([prompt_mask, mask], 1)
-    positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+    positions = sampling.position_ids_from_mask(attention)
     out = model(input_ids=ids, attention_mask=attention.long(), position_ids=positions, output_hidden_states=hidden)
     lp = prompt_ids.shape[1]
     logits = out.logits[:, lp - 1 : lp - 1 + tokens.shape[1]] / temperature
