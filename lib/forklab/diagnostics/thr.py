@@ -93,13 +93,8 @@ def _group_tensors(hidden, logits_lse, tokens, mask, rows, restrict_vocab):
     return h, g, owner, sub_mask
 
 
-def influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tensor, group: Tensor, correct: Tensor,
-                     restrict_vocab: bool = True) -> Tensor:
-    """s_t = g_tᵀ M⁺ h_t for every valid token, with M⁺ = Σ_{correct tokens} g hᵀ of its group (factorised).
-
-    Groups without a correct response get 0. Shapes: see the module docstring; returns ``[B, T]``
-    float64. NTHR calls s of a negative token s⁻ (arXiv 2505.18830, HIGH).
-    """
+def _scores_by_group(hidden, logits, tokens, mask, group, correct, restrict_vocab, score) -> Tensor:
+    """Run ``score(h [N, d], g [N, |V*|], positive [N]) -> [N]`` on each group's valid tokens; ``[B, T]``."""
     hidden, logits, tokens, mask, group, correct = _validate(hidden, logits, tokens, mask, group, correct)
     out = torch.zeros(mask.shape, dtype=torch.float64)
     for gid in torch.unique(group):
@@ -107,13 +102,32 @@ def influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tenso
         h, g, owner, sub_mask = _group_tensors(hidden, logits, tokens, mask, rows, restrict_vocab)
         positive = correct[owner]
         if not positive.any():
-            continue
-        m_plus = g[positive].T @ h[positive]  # [|V*|, d]
-        scores = ((g @ m_plus) * h).sum(-1)  # row-wise g_tᵀ M⁺ h_t
+            continue  # no correct response: nothing to raise, influence 0
         block = torch.zeros(sub_mask.shape, dtype=torch.float64)
-        block[sub_mask] = scores
+        block[sub_mask] = score(h, g, positive)
         out[rows] = block
     return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
+
+
+def _factorised(h: Tensor, g: Tensor, positive: Tensor) -> Tensor:
+    m_plus = g[positive].T @ h[positive]  # [|V*|, d]
+    return ((g @ m_plus) * h).sum(-1)  # row-wise g_tᵀ M⁺ h_t
+
+
+def _pairwise(h: Tensor, g: Tensor, positive: Tensor) -> Tensor:
+    alpha = g @ g[positive].T  # [N, N+] prediction-error similarity
+    kernel = h @ h[positive].T  # [N, N+] hidden-state similarity
+    return (alpha * kernel).sum(-1)
+
+
+def influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tensor, group: Tensor, correct: Tensor,
+                     restrict_vocab: bool = True) -> Tensor:
+    """s_t = g_tᵀ M⁺ h_t for every valid token, with M⁺ = Σ_{correct tokens} g hᵀ of its group (factorised).
+
+    Groups without a correct response get 0. Shapes: see the module docstring; returns ``[B, T]``
+    float64. NTHR calls s of a negative token s⁻ (arXiv 2505.18830, HIGH).
+    """
+    return _scores_by_group(hidden, logits, tokens, mask, group, correct, restrict_vocab, _factorised)
 
 
 def pairwise_influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, mask: Tensor, group: Tensor,
@@ -122,18 +136,7 @@ def pairwise_influence_scores(hidden: Tensor, logits: Tensor, tokens: Tensor, ma
 
     The reference the factorised :func:`influence_scores` is tested and benchmarked against.
     """
-    hidden, logits, tokens, mask, group, correct = _validate(hidden, logits, tokens, mask, group, correct)
-    out = torch.zeros(mask.shape, dtype=torch.float64)
-    for gid in torch.unique(group):
-        rows = torch.nonzero(group == gid).flatten()
-        h, g, owner, sub_mask = _group_tensors(hidden, logits, tokens, mask, rows, restrict_vocab)
-        positive = correct[owner]
-        alpha = g @ g[positive].T  # [N, N+] prediction-error similarity
-        kernel = h @ h[positive].T  # [N, N+] hidden-state similarity
-        block = torch.zeros(sub_mask.shape, dtype=torch.float64)
-        block[sub_mask] = (alpha * kernel).sum(-1)
-        out[rows] = block
-    return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
+    return _scores_by_group(hidden, logits, tokens, mask, group, correct, restrict_vocab, _pairwise)
 
 
 def nthr_threshold(influence: Tensor, mask: Tensor, group: Tensor, correct: Tensor, beta: float = 1.0) -> Tensor:

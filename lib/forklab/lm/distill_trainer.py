@@ -31,7 +31,7 @@ from forklab.diagnostics import tip
 from forklab.envs import tasks as task_lib
 from forklab.lm import sampling
 from forklab.lm.tokenizer import CharTokenizer
-from forklab.lm.trainer import evaluate
+from forklab.lm.trainer import decode_responses, evaluate, response_inputs
 from forklab.runs import RunLog
 
 __all__ = ["DistillConfig", "DistillTrainer", "saved_activation_bytes", "teacher_student_gap"]
@@ -105,12 +105,6 @@ class DistillTrainer:
         self.history: list[dict] = []
         self.log = RunLog(run_path) if run_path is not None else None
 
-    def _inputs(self, prompt_ids, prompt_mask, tokens, mask):
-        ids = torch.cat([prompt_ids, tokens], 1)
-        attention = torch.cat([prompt_mask, mask], 1)
-        positions = sampling.position_ids_from_mask(attention)
-        return dict(input_ids=ids, attention_mask=attention.long(), position_ids=positions)
-
     def _response_hidden(self, model, inputs, lp: int, t: int) -> Tensor:
         return model.model(**inputs).last_hidden_state[:, lp - 1 : lp - 1 + t]
 
@@ -125,7 +119,7 @@ class DistillTrainer:
         s = sampling.sample(self.student, ids, pmask, c.max_new_tokens, temperature=c.temperature,
                             stop_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
                             generator=self.generator)
-        inputs = self._inputs(ids, pmask, s.tokens, s.mask)
+        inputs = response_inputs(ids, pmask, s.tokens, s.mask)
         lp, t = ids.shape[1], s.tokens.shape[1]
         kwargs = {"beta": c.beta} if c.divergence == "jsd" else {}
         with torch.no_grad():
@@ -146,7 +140,7 @@ class DistillTrainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), c.grad_clip))
         self.optimizer.step()
         self.student.eval()
-        texts = [self.tokenizer.decode(row[m].tolist()) for row, m in zip(s.tokens, s.mask, strict=True)]
+        texts = decode_responses(self.tokenizer, s.tokens, s.mask)
         rewards = [self.task.reward(examples[i // c.samples_per_prompt], x) for i, x in enumerate(texts)]
         metrics = {
             "loss": float(loss.detach()),
@@ -182,7 +176,7 @@ def teacher_student_gap(student, teacher, tokenizer: CharTokenizer, task, exampl
     for name, model in (("student", student), ("teacher", teacher)):
         g = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
                             pad_token_id=tokenizer.pad_id)
-        texts = [tokenizer.decode(row[m].tolist()) for row, m in zip(g.tokens, g.mask, strict=True)]
+        texts = decode_responses(tokenizer, g.tokens, g.mask)
         out[f"{name}/greedy_accuracy"] = sum(task.reward(e, x) for e, x in zip(examples, texts, strict=True)) / len(
             examples)
     return out

@@ -38,10 +38,10 @@ from forklab.lm import sampling
 from forklab.lm.tokenizer import CharTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
 from forklab.recipes import Batch, Recipe
-from forklab.regularizers import token_covariance
+from forklab.regularizers import minp_proxy_logprobs, token_covariance
 from forklab.runs import RunLog
 
-__all__ = ["RLConfig", "RLTrainer", "policy_forward", "evaluate"]
+__all__ = ["RLConfig", "RLTrainer", "response_inputs", "policy_forward", "decode_responses", "evaluate"]
 
 
 @dataclass
@@ -70,6 +70,13 @@ class RLConfig:
     log_thr: bool = False
 
 
+def response_inputs(prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Model inputs for teacher-forcing sampled responses: left-padded prompt + response, positions from the mask."""
+    ids = torch.cat([prompt_ids, tokens], 1)
+    attention = torch.cat([prompt_mask, mask], 1)
+    return dict(input_ids=ids, attention_mask=attention.long(), position_ids=sampling.position_ids_from_mask(attention))
+
+
 def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor,
                    temperature: float = 1.0, hidden: bool = False):
     """Teacher-forced scores of sampled responses: ``(logits [B, T, V], logp [B, T], hidden [B, T, d] | None)``.
@@ -78,10 +85,7 @@ def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tenso
     mask (``cumsum − 1``), exactly as the sampler used them, so ``logp`` equals the sampled log-probs
     at the same weights. Logits are divided by ``temperature``.
     """
-    ids = torch.cat([prompt_ids, tokens], 1)
-    attention = torch.cat([prompt_mask, mask], 1)
-    positions = sampling.position_ids_from_mask(attention)
-    out = model(input_ids=ids, attention_mask=attention.long(), position_ids=positions, output_hidden_states=hidden)
+    out = model(**response_inputs(prompt_ids, prompt_mask, tokens, mask), output_hidden_states=hidden)
     lp = prompt_ids.shape[1]
     logits = out.logits[:, lp - 1 : lp - 1 + tokens.shape[1]] / temperature
     logp = logprobs_from_logits(logits, tokens)
@@ -89,7 +93,7 @@ def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tenso
     return logits, logp, h
 
 
-def _decode_all(tokenizer: CharTokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
+def decode_responses(tokenizer: CharTokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
     return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
 
 
@@ -101,12 +105,12 @@ def evaluate(model, tokenizer: CharTokenizer, task, examples, max_new_tokens: in
     ids, pmask = tokenizer.batch_encode(prompts, pad_side="left")
     greedy = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
                              pad_token_id=tokenizer.pad_id)
-    greedy_ok = [task.reward(e, r) for e, r in zip(examples, _decode_all(tokenizer, greedy.tokens, greedy.mask),
+    greedy_ok = [task.reward(e, r) for e, r in zip(examples, decode_responses(tokenizer, greedy.tokens, greedy.mask),
                                                   strict=True)]
     rep_ids, rep_mask = ids.repeat_interleave(k, 0), pmask.repeat_interleave(k, 0)
     sampled = sampling.sample(model, rep_ids, rep_mask, max_new_tokens, temperature=temperature,
                               stop_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, generator=generator)
-    texts = _decode_all(tokenizer, sampled.tokens, sampled.mask)
+    texts = decode_responses(tokenizer, sampled.tokens, sampled.mask)
     ok = torch.tensor([task.reward(examples[i // k], t) for i, t in enumerate(texts)]).reshape(len(examples), k)
     correct = ok.sum(1)
     return {
@@ -164,7 +168,7 @@ class RLTrainer:
         s = sampling.sample(self.model, ids, pmask, c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
                             stop_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
                             generator=self.generator, return_hidden=c.log_thr)
-        texts = _decode_all(self.tokenizer, s.tokens, s.mask)
+        texts = decode_responses(self.tokenizer, s.tokens, s.mask)
         score = self.task.graded_reward if c.graded_reward else self.task.reward
         rewards = torch.tensor([score(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                dtype=torch.float32)
@@ -231,8 +235,6 @@ class RLTrainer:
                       old_logp=r["old_logp"][rows], ref_logp=None if ref_logp is None else ref_logp[rows],
                       entropy=entropy, tokens=r["tokens"][rows], adv=adv[rows])
         if self.recipe.surrogate == "lp_reg":
-            from forklab.regularizers import minp_proxy_logprobs
-
             batch.proxy_logp = minp_proxy_logprobs(logits.detach(), r["tokens"][rows])
         loss, metrics = self.recipe.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
