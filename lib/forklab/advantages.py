@@ -178,10 +178,10 @@ def median_pivot(rewards: Tensor, group: Tensor) -> Tensor:
     r, index, sizes, _ = _prepare(rewards, group)
     med = _group_median(r, index, sizes)
     at_median = (r == med[index]) & (sizes[index] % 2 == 1)
-    positions = torch.arange(r.shape[0])
-    first = torch.full((len(sizes),), r.shape[0], dtype=torch.long)
+    positions = torch.arange(r.shape[0], device=r.device)
+    first = torch.full((len(sizes),), r.shape[0], dtype=torch.long, device=r.device)
     first = first.scatter_reduce(0, index[at_median], positions[at_median], "amin")
-    pivot = torch.zeros(r.shape[0], dtype=torch.bool)
+    pivot = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
     pivot[first[first < r.shape[0]]] = True
     return pivot
 

@@ -100,10 +100,10 @@ def token_weights(mask: Tensor, mode: str = "token-mean", adv: Tensor | None = N
     _, index = torch.unique(group, return_inverse=True)
     n_groups = int(index.max()) + 1
     size = torch.bincount(index, minlength=n_groups).double()
-    weights = torch.zeros(mask.shape[0], dtype=torch.float64)
+    weights = torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device)
     for side in (seq_adv > 0, seq_adv < 0):
-        count = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, index, side.double())
-        tokens = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, index, lengths * side)
+        count = torch.zeros(n_groups, dtype=torch.float64, device=mask.device).index_add_(0, index, side.double())
+        tokens = torch.zeros(n_groups, dtype=torch.float64, device=mask.device).index_add_(0, index, lengths * side)
         per_token = (count / size) / tokens.clamp(min=1e-300)
         weights = weights + torch.where(side, per_token[index], torch.zeros((), dtype=torch.float64))
     return m * weights[:, None] / n_groups

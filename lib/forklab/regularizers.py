@@ -124,9 +124,9 @@ def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low:
     cov = token_covariance(logp, adv, mask)
     candidates = torch.nonzero((mask & ~ppo_clipped & (cov > cov_lb) & (cov < cov_ub)).flatten()).flatten()
     n_clip = max(int(clip_ratio * int(mask.sum())), 1)
-    keep = torch.ones(mask.numel(), dtype=loss.dtype)
+    keep = torch.ones(mask.numel(), dtype=loss.dtype, device=loss.device)
     if candidates.numel():
-        chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:n_clip]]
+        chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:n_clip].to(candidates.device)]
         keep[chosen] = 0.0
     keep = keep.reshape(mask.shape)
     metrics["clip_cov/frac"] = float(((keep == 0) & mask).sum() / mask.sum())
@@ -151,7 +151,7 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: 
     cov = token_covariance(logp, adv, mask)
     k = max(int(kl_ratio * int(mask.sum())), 1)
     flat = torch.where(mask, cov, torch.full_like(cov, -math.inf)).flatten()
-    selected = torch.zeros(mask.numel(), dtype=torch.bool)
+    selected = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
     selected[flat.topk(k).indices] = True
     selected = selected.reshape(mask.shape) & mask
     loss = -adv * ratio + kl_coef * delta.abs() * selected
@@ -287,14 +287,14 @@ def gtpo_conflict_weights(tokens: Tensor, mask: Tensor, adv: Tensor, group: Tens
         opposite = (pos[:, None] & neg[None, :]) | (neg[:, None] & pos[None, :])
         conflict = (same_token & (same_group & opposite)[:, :, None]).any(1)
         conflict = _leading_run(conflict, valid)
-        weight = torch.ones(mask.shape, dtype=torch.float64)
+        weight = torch.ones(mask.shape, dtype=torch.float64, device=mask.device)
         weight = torch.where(conflict & pos[:, None], torch.full_like(weight, float(w_raw)), weight)
         return torch.where(conflict & neg[:, None], torch.zeros_like(weight), weight)
 
     forward = one_direction(tokens, mask)
     # end-aligned: reverse each response's valid tokens so that position 0 is its last token
     lengths = mask.sum(1)
-    t = torch.arange(mask.shape[1])
+    t = torch.arange(mask.shape[1], device=mask.device)
     rev_index = (lengths[:, None] - 1 - t[None, :]).clamp(min=0)
     rev_tokens = tokens.gather(1, rev_index)
     rev_valid = t[None, :] < lengths[:, None]

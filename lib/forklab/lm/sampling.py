@@ -567,7 +567,7 @@ def _sample_generate(model, ids, mask, max_new_tokens, chooser: _Chooser, stop, 
     model.generation_config = GenerationConfig()
     try:
         if sampling and chooser.generator is not None:
-            seed = int(torch.randint(0, 2**62, (1,), generator=chooser.generator))
+            seed = int(torch.randint(0, 2**62, (1,), generator=chooser.generator, device=chooser.generator.device))
             devices = [ids.device] if ids.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
@@ -663,7 +663,8 @@ def sample(
 
     Returns :class:`Samples` (see the module docstring for what ``logp``, ``entropy`` and
     ``sample_logp`` mean). Runs under ``torch.no_grad``; deterministic given ``generator`` (on the
-    ``generate`` backend the global RNG is seeded from it inside ``fork_rng``). Both backends give
+    ``generate`` backend the global RNG is seeded from it inside ``fork_rng``; on the fast backend a CPU
+    ``generator`` with a model on another device seeds a generator there). Both backends give
     identical greedy outputs; sampled outputs differ between them (different random streams).
 
     Raises ``ValueError`` naming the argument on an empty batch, mismatched or non-left-padded
@@ -691,6 +692,10 @@ def sample(
     use_fast = backend == "fast" or (backend == "auto" and fast_ok)
     device = next(model.parameters()).device
     ids, mask = ids.to(device), mask.to(device)
+    if use_fast and not greedy and generator is not None and generator.device.type != device.type:
+        # torch.multinomial needs a generator on the logits' device: derive one, seeded from `generator`
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        generator = torch.Generator(device).manual_seed(seed)
     chooser = _Chooser(temperature, top_p, bool(greedy), token_temperature_fn, generator)
     run = _sample_fast if use_fast else _sample_generate
     out = run(model, ids, mask, max_new_tokens, chooser, stop, pad, return_hidden)

@@ -17,6 +17,14 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
 
 Checkpoints are safetensors only: model weights, AdamW moments and the sampling generator's state
 as tensors, plus a JSON file of counters — no pickle anywhere, so resuming reproduces the same run.
+
+Tokenizers and tasks: the tiny LMs use ``CharTokenizer`` and a task named by ``config.task``; a real
+LM uses ``HFTokenizer`` (its Hugging Face tokenizer, chat template applied) and a ready task object
+passed as ``RLTrainer(..., task=get_task("gsm8k", path=...))``. Devices: rollouts are built on the
+model's device (prompts are moved there; rewards, groups and advantages live there too), so the same
+code runs on CPU and CUDA; the random generators stay on the CPU (``sampling.sample`` derives a
+device generator from them when the model is elsewhere), so a run is reproducible from its seed.
+See ``forklab.lm.real_run`` for the one-call real-model run of the notebooks' ``REAL_RUN`` cells.
 """
 
 from __future__ import annotations
@@ -35,18 +43,25 @@ from torch import Tensor
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
 from forklab.lm import sampling
-from forklab.lm.tokenizer import CharTokenizer
+from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
 from forklab.recipes import Batch, Recipe
 from forklab.regularizers import minp_proxy_logprobs, token_covariance
 from forklab.runs import RunLog
 
-__all__ = ["RLConfig", "RLTrainer", "response_inputs", "policy_forward", "decode_responses", "evaluate"]
+__all__ = ["RLConfig", "RLTrainer", "response_inputs", "policy_forward", "decode_responses", "evaluate",
+           "model_device"]
+
+Tokenizer = CharTokenizer | HFTokenizer
 
 
 @dataclass
 class RLConfig:
-    """Hyperparameters of :class:`RLTrainer` (defaults: the tiny-LM setting of tiny-lm-facts.md)."""
+    """Hyperparameters of :class:`RLTrainer` (defaults: the tiny-LM setting of tiny-lm-facts.md).
+
+    ``task`` is a task name for ``forklab.envs.tasks.get_task(task, **task_kwargs)``; a ready task
+    object (e.g. GSM8K from a local file) goes to ``RLTrainer(..., task=...)`` instead.
+    """
 
     task: str = "addition"
     task_kwargs: dict = field(default_factory=dict)
@@ -70,6 +85,11 @@ class RLConfig:
     log_thr: bool = False
 
 
+def model_device(model) -> torch.device:
+    """The device of ``model``'s first parameter (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
 def response_inputs(prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor) -> dict[str, Tensor]:
     """Model inputs for teacher-forcing sampled responses: left-padded prompt + response, positions from the mask."""
     ids = torch.cat([prompt_ids, tokens], 1)
@@ -83,8 +103,10 @@ def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tenso
 
     Input is the left-padded prompt followed by the response; positions come from the attention
     mask (``cumsum − 1``), exactly as the sampler used them, so ``logp`` equals the sampled log-probs
-    at the same weights. Logits are divided by ``temperature``.
+    at the same weights. Logits are divided by ``temperature``. Inputs are moved to the model's device.
     """
+    device = model_device(model)
+    prompt_ids, prompt_mask, tokens, mask = (x.to(device) for x in (prompt_ids, prompt_mask, tokens, mask))
     out = model(**response_inputs(prompt_ids, prompt_mask, tokens, mask), output_hidden_states=hidden)
     lp = prompt_ids.shape[1]
     logits = out.logits[:, lp - 1 : lp - 1 + tokens.shape[1]] / temperature
@@ -93,16 +115,18 @@ def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tenso
     return logits, logp, h
 
 
-def decode_responses(tokenizer: CharTokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
+def decode_responses(tokenizer: Tokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
+    """The text of each row's response tokens (where ``mask`` is True)."""
     return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer: CharTokenizer, task, examples, max_new_tokens: int, k: int = 8,
+def evaluate(model, tokenizer: Tokenizer, task, examples, max_new_tokens: int, k: int = 8,
              temperature: float = 1.0, generator: torch.Generator | None = None) -> dict[str, float]:
     """Greedy accuracy, sampled accuracy (T = ``temperature``) and unbiased pass@k (n = k samples)."""
     prompts = [e.prompt for e in examples]
-    ids, pmask = tokenizer.batch_encode(prompts, pad_side="left")
+    device = model_device(model)
+    ids, pmask = (x.to(device) for x in tokenizer.batch_encode(prompts, pad_side="left"))
     greedy = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
                              pad_token_id=tokenizer.pad_id)
     greedy_ok = [task.reward(e, r) for e, r in zip(examples, decode_responses(tokenizer, greedy.tokens, greedy.mask),
@@ -128,11 +152,14 @@ class RLTrainer:
     ``run_path``: CSV run log (``forklab.runs``; ``resume=True`` continues an existing one).
     ``hooks``: callables ``f(trainer, rollout) -> dict`` whose metrics are logged too (e.g. THR
     statistics in notebook 07).
+    ``tokenizer``: a ``CharTokenizer`` or an ``HFTokenizer`` (a real LM's, see ``forklab.lm.tokenizer``).
+    ``task``: a ready ``forklab.envs.tasks.Task`` to train on instead of ``config.task``/``task_kwargs``.
+    The model may sit on any device; rollout tensors are put on it.
     """
 
-    def __init__(self, model, tokenizer: CharTokenizer, recipe: Recipe, config: RLConfig | None = None,
+    def __init__(self, model, tokenizer: Tokenizer, recipe: Recipe, config: RLConfig | None = None,
                  ref_model=None, run_path: str | os.PathLike | None = None,
-                 hooks: list[Callable] | None = None, resume: bool = False):
+                 hooks: list[Callable] | None = None, resume: bool = False, task: task_lib.Task | None = None):
         self.model, self.tokenizer, self.recipe = model, tokenizer, recipe
         self.config = config or RLConfig()
         c = self.config
@@ -143,7 +170,9 @@ class RLTrainer:
         if recipe.kl_coef and ref_model is None:
             raise ValueError("`ref_model` is required: the recipe has a KL term (kl_coef > 0)")
         self.ref_model = ref_model
-        self.task = task_lib.get_task(c.task, **c.task_kwargs)
+        if task is not None and not isinstance(task, task_lib.Task):
+            raise ValueError(f"`task` must be a forklab.envs.tasks.Task (or None), got {type(task).__name__}")
+        self.task = task if task is not None else task_lib.get_task(c.task, **c.task_kwargs)
         self.train_examples = self.task.make_split("train", c.train_size, seed=c.seed)
         self.eval_examples = self.task.make_split("test", c.eval_size, seed=c.seed)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay,
@@ -162,7 +191,9 @@ class RLTrainer:
         c = self.config
         idx = torch.randint(0, len(self.train_examples), (c.prompts_per_step,), generator=self.generator)
         examples = [self.train_examples[i] for i in idx.tolist()]
-        ids, pmask = self.tokenizer.batch_encode([e.prompt for e in examples], pad_side="left")
+        device = model_device(self.model)
+        ids, pmask = (x.to(device) for x in self.tokenizer.batch_encode([e.prompt for e in examples],
+                                                                        pad_side="left"))
         ids, pmask = ids.repeat_interleave(c.group_size, 0), pmask.repeat_interleave(c.group_size, 0)
         self.model.eval()
         s = sampling.sample(self.model, ids, pmask, c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
@@ -171,15 +202,17 @@ class RLTrainer:
         texts = decode_responses(self.tokenizer, s.tokens, s.mask)
         score = self.task.graded_reward if c.graded_reward else self.task.reward
         rewards = torch.tensor([score(examples[i // c.group_size], t) for i, t in enumerate(texts)],
-                               dtype=torch.float32)
-        correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)]) > 0
-        group = torch.arange(c.prompts_per_step).repeat_interleave(c.group_size)
+                               dtype=torch.float32, device=device)
+        correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
+                               device=device) > 0
+        group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
         return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp.float(),
                     entropy=s.entropy.float(), hidden=s.hidden, rewards=rewards, correct=correct, group=group,
                     texts=texts)
 
     # ------------------------------------------------------------------ one step
     def step(self) -> dict[str, float]:
+        """One rollout and the recipe's updates on it; returns (and logs) the step's metrics."""
         c = self.config
         t0 = time.perf_counter()
         r = self.rollout()
@@ -191,8 +224,9 @@ class RLTrainer:
                    "completion_length": float(r["mask"].sum(1).double().mean()),
                    "frac_degenerate_groups": float(degenerate.double().mean()),
                    "entropy/share_above_0.672": float((r["entropy"][r["mask"]] > PAPER_P80).double().mean())}
+        device = r["group"].device
         keep_groups = torch.nonzero(~degenerate).flatten() if self.recipe.dynamic_sampling else \
-            torch.arange(c.prompts_per_step)
+            torch.arange(c.prompts_per_step, device=device)
         adv = self.recipe.advantages(Batch(logp=r["old_logp"], mask=r["mask"], group=r["group"],
                                            rewards=r["rewards"]))
         if c.log_covariance:
@@ -204,11 +238,12 @@ class RLTrainer:
             with torch.no_grad():
                 _, ref_logp, _ = policy_forward(self.ref_model, r["prompt_ids"], r["prompt_mask"], r["tokens"],
                                                 r["mask"], c.temperature)
+                ref_logp = ref_logp.to(device)
         step_metrics: list[dict] = []
         self.model.train()
         if len(keep_groups):
             for _ in range(c.inner_epochs):
-                order = keep_groups[torch.randperm(len(keep_groups), generator=self.generator)]
+                order = keep_groups[torch.randperm(len(keep_groups), generator=self.generator).to(device)]
                 for chunk in order.chunk(min(c.minibatches, len(order))):
                     rows = (r["group"][:, None] == chunk[None, :]).any(1)
                     step_metrics.append(self._update(r, adv, rows, ref_logp))
@@ -251,6 +286,7 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ loops
     def evaluate(self) -> dict[str, float]:
+        """:func:`evaluate` on the trainer's held-out examples (``config.eval_size`` of the test split)."""
         c = self.config
         return evaluate(self.model, self.tokenizer, self.task, self.eval_examples, c.max_new_tokens, c.pass_k,
                         c.temperature, self.eval_generator)
@@ -263,7 +299,7 @@ class RLTrainer:
 
         disable = not progress or bool(os.environ.get("CI")) or bool(os.environ.get("TQDM_DISABLE"))
         start = time.perf_counter()
-        bar = tqdm(total=steps, disable=disable, desc=f"{self.recipe.name} on {self.config.task}")
+        bar = tqdm(total=steps, disable=disable, desc=f"{self.recipe.name} on {self.task.name}")
         done = 0
         while (steps is None or done < steps) and (seconds is None or time.perf_counter() - start < seconds):
             m = self.step()
@@ -278,12 +314,12 @@ class RLTrainer:
         """Model, AdamW state and generator states as safetensors + counters as JSON (no pickle)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in self.model.state_dict().items()}
+        tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
         names = {id(p): n for n, p in self.model.named_parameters()}
         for group in self.optimizer.param_groups:
             for p in group["params"]:
                 for key, value in self.optimizer.state.get(p, {}).items():
-                    tensors[f"optim.{names[id(p)]}.{key}"] = torch.as_tensor(value).clone().contiguous()
+                    tensors[f"optim.{names[id(p)]}.{key}"] = torch.as_tensor(value).cpu().clone().contiguous()
         tensors["rng.generator"] = self.generator.get_state()
         tensors["rng.eval_generator"] = self.eval_generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
@@ -303,6 +339,8 @@ class RLTrainer:
         for name, p in params.items():
             state = {key.rsplit(".", 1)[1]: v for key, v in tensors.items()
                      if key.startswith(f"optim.{name}.") and key.count(".") == name.count(".") + 2}
+            # moments go to the parameter's device; AdamW keeps its scalar `step` on the CPU
+            state = {key: v if key == "step" else v.to(p.device) for key, v in state.items()}
             if state:
                 self.optimizer.state[p] = state
         self.generator.set_state(tensors["rng.generator"])
