@@ -246,6 +246,18 @@ def test_real_rl_run_with_an_injected_model(hf_tok, gsm8k, tmp_path):
         [{k: v for k, v in h.items() if k not in drop} for h in out["grpo"]]
 
 
+def test_real_rl_run_takes_recipe_objects_keyed_by_name(hf_tok, gsm8k):
+    base = tiny_policy(HFTokenizer(hf_tok))
+    ba = recipes.get("grpo", aggregation="balanced").replace(name="ba_mode")
+    out = real_run.real_rl_run(["grpo", ba], task=gsm8k, steps=1, prompts_per_step=2, group_size=2, max_new_tokens=3,
+                               device="cpu", model=(base, hf_tok), progress=False)
+    assert list(out) == ["grpo", "ba_mode"] and all(len(h) == 1 for h in out.values())
+    with pytest.raises(ValueError, match="share a name"):
+        real_run.real_rl_run(["grpo", recipes.get("grpo")], task=gsm8k)
+    with pytest.raises(ValueError, match="`recipe_names`"):
+        real_run.real_rl_run([3], task=gsm8k)
+
+
 def test_real_rl_run_monkeypatched_loader_and_bad_input(hf_tok, gsm8k, monkeypatch):
     calls = []
 

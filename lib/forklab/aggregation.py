@@ -1,6 +1,6 @@
 """Loss aggregation: how per-token losses ``[B, T]`` become one scalar.
 
-Introduced in ``notebooks/02_loss_aggregation.ipynb`` (planned).
+Introduced in ``notebooks/02_loss_aggregation.ipynb``.
 
 Every mode is *linear* in the per-token loss, so each is fully described by the weight it gives
 every token: ``aggregate(loss, ...) == (token_weights(...) * loss).sum()`` over the mask. The

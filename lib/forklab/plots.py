@@ -1,5 +1,7 @@
 """One figure style for the whole suite, and the plots notebooks share.
 
+Introduced in ``notebooks/00_tour.ipynb``.
+
 ``use_style()`` is applied by every plotting helper; ``save_figure(fig, name)`` writes
 ``figures/name.png`` (paper-style: 150 dpi, tight bounding box) and closes the figure so that
 Jupyter does not draw it a second time and nbval sees no ``<Figure size ...>`` text.

@@ -1,6 +1,6 @@
 """Recipes: one dataclass composing advantage + surrogate + aggregation + masks + regularisers.
 
-Introduced in ``notebooks/00_tour.ipynb`` (planned); every trainer and notebook experiment takes a
+Introduced in ``notebooks/00_tour.ipynb``; every trainer and notebook experiment takes a
 :class:`Recipe`. A recipe turns a :class:`Batch` of scored rollouts into ``(loss, metrics)``:
 
     adv   = recipe.advantages(batch)                    # [B] (or [B, T] for HAPO's redistribution)

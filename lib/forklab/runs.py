@@ -1,5 +1,7 @@
 """Run logs: one row of metrics per training step, written atomically, reloaded for plotting.
 
+Introduced in ``notebooks/00_tour.ipynb``.
+
 A log is a CSV file (default under ``data/runs/``). Every :meth:`RunLog.append` rewrites the file
 through a temporary file and ``os.replace``, so a reader (a notebook plotting a live run, or a
 resumed run) never sees a half-written row, even if the writer is killed mid-step. Columns are the

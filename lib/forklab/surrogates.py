@@ -1,6 +1,6 @@
 """Per-token policy-gradient surrogates: the GRPO family's ratios, clips and gates.
 
-Introduced in ``notebooks/03_ratios_and_clipping.ipynb`` (planned).
+Introduced in ``notebooks/03_ratios_and_clipping.ipynb``.
 
 Every function returns a per-token *loss to minimise* ``[B, T]``, exactly 0 where ``mask`` is
 False; reduce it with :func:`forklab.aggregation.aggregate`. With ``return_metrics=True`` it

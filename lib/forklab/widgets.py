@@ -1,5 +1,7 @@
 """Wire plain lib callbacks to ipywidgets (the notebook contract in DESIGN.md).
 
+Introduced in ``notebooks/00_tour.ipynb``.
+
 The pattern: a lesson module defines ``callback(**params) -> data or figure``; the notebook
 calls it once with its defaults in a checked cell (nbval compares that output), and builds the
 interactive version with :func:`interactive` in a cell tagged ``nbval-ignore-output``. pytest

@@ -1,1 +1,1 @@
-"""Environments at three scales: ``bandit`` (this issue), ``seqpolicy`` and ``tasks`` (later issues)."""
+"""Environments at three scales: ``bandit``, ``seqpolicy`` and ``tasks`` (all met in ``notebooks/00_tour.ipynb``)."""

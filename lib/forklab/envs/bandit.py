@@ -314,6 +314,9 @@ def train(
             flat = rewards.reshape(s, n_groups, g)
             degenerate.append((flat.amax(-1) == flat.amin(-1)).double().mean(1))
         logits = logits + lr * delta
+        if not torch.isfinite(logits).all():  # sampled natural PG divides by π: a rare arm can overflow
+            raise ValueError(f"`lr` = {lr} is too large for update={update!r}: the logits overflowed at step "
+                             f"{len(run.history['reward'])}")
         _record(run, bandit, logits, temperature, pass_k)
     run.history = {key: torch.stack(v) for key, v in run.history.items()}
     if mode == "sampled" and steps:

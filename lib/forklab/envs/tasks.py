@@ -1,5 +1,8 @@
 """Synthetic verifiable text tasks: prompts, reward functions, reference answers and demonstrations.
 
+Introduced in ``notebooks/00_tour.ipynb``; ``graph_path(shortest=True)`` is the length-gap task of
+``notebooks/02_loss_aggregation.ipynb``.
+
 The tiny-LM scale of DESIGN.md ("scales") trains small transformers on these tasks. They are chosen so
 that the phenomena the papers study actually appear:
 
@@ -545,6 +548,11 @@ class GraphPath(Task):
     simple path counts, so there are often several, of different lengths, and each step is a choice
     of neighbour. Graded reward: 0.5 × the progress (in hops towards the goal) of the longest valid
     walk the response begins with, 1 for a correct path.
+
+    ``shortest=True`` accepts only the shortest paths. The prompts and splits are unchanged, but a
+    model trained on every simple path now has *longer* wrong answers (its detours) than correct
+    ones: the positive/negative length gap that notebook 02 needs. A detour's graded reward is
+    0.5 + 0.25 × (shortest hops / its hops), below 0.75.
     """
 
     name: ClassVar[str] = "graph_path"
@@ -552,6 +560,7 @@ class GraphPath(Task):
     num_nodes: int = 6
     num_edges: int = 7
     min_distance: int = 2
+    shortest: bool = False  # only shortest paths are correct: wrong answers are then longer (notebook 02)
 
     def _check_config(self) -> None:
         n = _integer("num_nodes", self.num_nodes, 3, 10)  # one digit per node
@@ -609,7 +618,9 @@ class GraphPath(Task):
         if nodes is None or nodes[0] != start or nodes[-1] != goal or len(set(nodes)) != len(nodes):
             return 0.0
         adj = _adjacency(edges, 10)
-        return float(all(v in adj[u] for u, v in itertools.pairwise(nodes)))
+        if not all(v in adj[u] for u, v in itertools.pairwise(nodes)):
+            return 0.0
+        return float(not self.shortest or len(nodes) - 1 == _distances(adj, start)[goal])
 
     def graded_reward(self, example: Example, response: str) -> float:
         if self.reward(example, response) == 1.0:
@@ -619,6 +630,8 @@ class GraphPath(Task):
         if nodes is None or nodes[0] != start:
             return 0.0
         adj = _adjacency(edges, 10)
+        if self.shortest and self._is_path(adj, nodes, start, goal):  # a detour: half credit to 0.75
+            return 0.5 + 0.25 * _distances(adj, start)[goal] / (len(nodes) - 1)
         last, seen = start, {start}
         for v in nodes[1:]:  # the longest valid walk the response begins with
             if v not in adj[last] or v in seen:
@@ -629,8 +642,14 @@ class GraphPath(Task):
         progress = (to_goal[start] - to_goal[last]) / to_goal[start]
         return 0.5 * min(1.0, max(0.0, progress))
 
+    @staticmethod
+    def _is_path(adj: list[set[int]], nodes: list[int], start: int, goal: int) -> bool:
+        return (nodes[0] == start and nodes[-1] == goal and len(set(nodes)) == len(nodes)
+                and all(v in adj[u] for u, v in itertools.pairwise(nodes)))
+
     def reference_answers(self, example: Example) -> list[str]:
-        return list(_simple_paths(*self._check_example(example).problem))
+        paths = _simple_paths(*self._check_example(example).problem)
+        return [p for p in paths if len(p) == len(paths[0])] if self.shortest else list(paths)
 
     def _plausible_wrong(self, example: Example, rng: random.Random) -> str:
         edges, start, goal = example.problem

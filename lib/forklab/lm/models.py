@@ -1,6 +1,6 @@
 """Tiny causal LMs built with ``transformers`` (Llama-style), saved as safetensors; and the real SmolLM2.
 
-Introduced in ``notebooks/00_tour.ipynb`` (planned) and used by every tiny-LM experiment.
+Introduced in ``notebooks/00_tour.ipynb`` and used by every tiny-LM experiment.
 
 Two sizes, trained here by ``scripts/pretrain_tiny.py`` on imperfect demonstrations so RL has headroom:
 

@@ -117,7 +117,8 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
     ==================  =========================================================================
     argument            meaning
     ==================  =========================================================================
-    recipe_names        preset names of ``forklab.recipes`` (``"grpo"``, ``"dapo"``, ...), or one name
+    recipe_names        preset names of ``forklab.recipes`` (``"grpo"``, ``"dapo"``, ...) or ``Recipe`` objects
+                        (e.g. ``recipes.get("grpo", aggregation="balanced").replace(name="ba")``), or one
     model_name          for ``forklab.lm.models.load_real`` (a hub name, or ``"smollm2-135m"`` offline)
     task                a task name (``"gsm8k"``: from the hub unless ``task_kwargs`` has ``path``) or a
                         ready ``Task`` such as ``get_task("gsm8k", path="my_gsm8k.jsonl")``
@@ -134,12 +135,17 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
     completion_length, loss, clip ratios, ...). Recipes with a KL term get a frozen copy of the
     starting model as reference.
     """
-    names = [recipe_names] if isinstance(recipe_names, str) else list(recipe_names)
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"`recipe_names` must be a non-empty list of recipe names, got {recipe_names!r}")
-    unknown = [n for n in names if n not in recipes.PRESETS]
+    items = [recipe_names] if isinstance(recipe_names, str | recipes.Recipe) else list(recipe_names)
+    if not items or not all(isinstance(n, str | recipes.Recipe) for n in items):
+        raise ValueError(f"`recipe_names` must be a non-empty list of recipe names or Recipes, got {recipe_names!r}")
+    unknown = [n for n in items if isinstance(n, str) and n not in recipes.PRESETS]
     if unknown:
         raise ValueError(f"`recipe_names`: unknown {unknown}; presets are {sorted(recipes.PRESETS)}")
+    pairs = [(n, recipes.get(n)) if isinstance(n, str) else (n.name, n) for n in items]
+    chosen = dict(pairs)
+    if len(chosen) != len(items):
+        raise ValueError("`recipe_names`: two entries share a name; rename one with Recipe.replace(name=...)")
+    names = list(chosen)
     for arg, value in (("steps", steps), ("prompts_per_step", prompts_per_step), ("group_size", group_size),
                        ("max_new_tokens", max_new_tokens)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (2 if arg == "group_size" else 1):
@@ -167,7 +173,7 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
         policy, tokenizer = load()
         if not isinstance(tokenizer, CharTokenizer | HFTokenizer):
             tokenizer = HFTokenizer(tokenizer, system=system)
-        recipe = recipes.get(name)
+        recipe = chosen[name]
         ref = copy.deepcopy(policy).eval().requires_grad_(False) if recipe.kl_coef else None
         trainer = RLTrainer(policy, tokenizer, recipe, dataclasses.replace(config), ref_model=ref, task=the_task,
                             run_path=None if run_dir is None else Path(run_dir) / f"{name}.csv")

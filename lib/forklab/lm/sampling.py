@@ -1,5 +1,7 @@
 """Batched sampling from a causal LM: tokens, masks, per-token log-probs and entropies (+ hidden states).
 
+Introduced in ``notebooks/00_tour.ipynb``.
+
 Used by the tiny-LM experiments (``RLTrainer`` rollouts and evaluation, distillation) and by the
 real-LM cells. One entry point, :func:`sample`, with two backends that return the same
 :class:`Samples`:

@@ -1,0 +1,278 @@
+"""Experiments and widget callbacks of ``notebooks/03_ratios_and_clipping.ipynb``.
+
+Plain functions returning DataFrames, tensors or figures; the notebook prints, plots and asserts,
+pytest drives the widget callback (:func:`weight_explorer`). The objectives themselves live in
+:mod:`forklab.surrogates`; everything here measures them through autograd.
+
+*Effective gradient weight.* For a per-token loss ℓ_t(logp_t) the policy-gradient form is
+−∂ℓ/∂logp_t = c_t · A, and c_t is the weight: 1 for REINFORCE at any ratio, r_t for an unclipped
+importance-sampled token, 0 where PPO clips. :func:`gradient_weights` reads c_t off autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import matplotlib.figure
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from forklab import surrogates as sur
+from forklab.aggregation import aggregate
+from forklab.envs import seqpolicy as sp
+from forklab.plots import PALETTE, use_style
+
+__all__ = [
+    "objectives",
+    "gradient_weights",
+    "weight_curves",
+    "one_off_policy_token",
+    "staleness_bias",
+    "weight_explorer",
+    "lm_objective_runs",
+    "clipping_figure",
+]
+
+
+def objectives(eps: float = 0.2, eps_high: float = 0.28, dual_clip: float = 3.0, tau_pos: float = 1.0,
+               tau_neg: float = 1.05, gspo_eps: tuple[float, float] = (3e-4, 4e-4)) -> dict[str, Callable]:
+    """Name → ``f(logp, old_logp, adv, mask) -> per-token loss [B, T]``, each a :mod:`forklab.surrogates` call.
+
+    GSPO-token is GSPO fed a per-token advantage ``[B, T]`` (its documented switch).
+    """
+    return {
+        "PPO clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps),
+        "clip-higher (DAPO)": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, eps_high=eps_high),
+        "dual-clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, dual_clip=dual_clip),
+        "GSPO": lambda lp, old, a, m: sur.gspo(lp, old, a, m, *gspo_eps),
+        "GSPO-token": lambda lp, old, a, m: sur.gspo(lp, old, a[:, None].expand_as(lp).clone(), m, *gspo_eps),
+        "SAPO": lambda lp, old, a, m: sur.sapo(lp, old, a, m, tau_pos=tau_pos, tau_neg=tau_neg),
+        "CISPO": lambda lp, old, a, m: sur.cispo(lp, old, a, m, eps_low=eps, eps_high=eps_high),
+        "GMPO": lambda lp, old, a, m: sur.gmpo(lp, old, a, m, eps_low=eps, eps_high=eps),
+        "DHPO (LOW)": lambda lp, old, a, m: sur.dhpo(lp, old, a, m, eps_token=eps, eps_seq=eps),
+        "MinPRO (LOW)": lambda lp, old, a, m: sur.minpro(lp, old, a, m, eps_low=eps),
+    }
+
+
+def gradient_weights(fn: Callable, log_ratio: Tensor, adv: Tensor, mask: Tensor | None = None) -> Tensor:
+    """c_t = −(∂L/∂logp_t) / A for ``L = token-sum of fn(logp, old, adv, mask)``; ``[B, T]``, 0 off the mask.
+
+    ``log_ratio`` ``[B, T]`` is logp − old_logp (old_logp = 0 here); token-sum keeps each token's own
+    weight visible (any other aggregation only multiplies it by that mode's w_{i,t}).
+    """
+    log_ratio = torch.as_tensor(log_ratio, dtype=torch.float64)
+    mask = torch.ones_like(log_ratio, dtype=torch.bool) if mask is None else mask
+    adv = torch.as_tensor(adv, dtype=torch.float64)
+    logp = log_ratio.clone().requires_grad_(True)
+    loss = aggregate(fn(logp, torch.zeros_like(log_ratio), adv, mask), mask, "token-sum")
+    (grad,) = torch.autograd.grad(loss, logp)
+    return torch.where(mask, -grad / adv[:, None], torch.zeros((), dtype=torch.float64)) + 0.0  # no −0.0
+
+
+def weight_curves(ratios=None, **objective_kwargs) -> pd.DataFrame:
+    """Single-token sequences: weight c vs ratio r for A = +1 and A = −1, every objective.
+
+    With one token the sequence ratio equals the token ratio, so sequence-level objectives (GSPO,
+    GMPO) are comparable with token-level ones. Columns: ``objective``, ``adv``, ``ratio``, ``weight``.
+    """
+    ratios = torch.linspace(0.3, 3.0, 271, dtype=torch.float64) if ratios is None else \
+        torch.as_tensor(ratios, dtype=torch.float64)
+    if (ratios <= 0).any():
+        raise ValueError("`ratios` must be positive")
+    rows = []
+    for name, fn in objectives(**objective_kwargs).items():
+        for a in (1.0, -1.0):
+            c = gradient_weights(fn, ratios.log()[:, None], torch.full((len(ratios),), a))[:, 0]
+            rows += [dict(objective=name, adv=a, ratio=float(r), weight=float(w))
+                     for r, w in zip(ratios, c, strict=True)]
+    return pd.DataFrame(rows)
+
+
+def one_off_policy_token(ratio: float = 5.0, length: int = 8, position: int = 3, adv: float = 1.0,
+                         **objective_kwargs) -> pd.DataFrame:
+    """One sequence, every token on-policy (r = 1) except one at ``position`` with r = ``ratio``.
+
+    Returns per objective: the weight of the off-policy token, the mean weight of the other tokens
+    and how many tokens get exactly zero gradient.
+    """
+    if not 0 <= position < length:
+        raise ValueError(f"`position` must be in 0..{length - 1}, got {position}")
+    log_ratio = torch.zeros(1, length, dtype=torch.float64)
+    log_ratio[0, position] = float(np.log(ratio))
+    rows = []
+    for name, fn in objectives(**objective_kwargs).items():
+        c = gradient_weights(fn, log_ratio, torch.tensor([adv]))[0]
+        others = torch.cat([c[:position], c[position + 1 :]])
+        rows.append(dict(objective=name, off_policy_token=float(c[position]), other_tokens_mean=float(others.mean()),
+                         tokens_silenced=int((c == 0).sum())))
+    return pd.DataFrame(rows)
+
+
+def _expected_surrogate_grad(policy: sp.SequencePolicy, task: sp.Task, old_logp_tok: Tensor, old_seq_prob: Tensor,
+                             adv: Tensor, kind: str, eps: float) -> tuple[Tensor, ...]:
+    """E_{y ~ π_old}[gradient of the surrogate at θ], exactly over every response of every prompt."""
+    enum = sp.enumerate_responses(task.vocab_size, task.max_len)
+    p, n = task.num_prompts, len(enum.tokens)
+    ids = torch.arange(p).repeat_interleave(n)
+    tokens, mask = enum.tokens.repeat(p, 1), enum.mask.repeat(p, 1)
+    logp = policy.token_logprobs(ids, tokens, mask)
+    weight = old_seq_prob.reshape(-1) / p  # π_old(y | x) · uniform prompt
+    if kind == "sequence IS (exact)":
+        rho = (logp - old_logp_tok).masked_fill(~mask, 0).sum(1).exp()
+        per_seq = -(rho * adv)  # ∇ρ = ρ ∇log π(y): the exact sequence-level policy gradient
+    else:
+        fns = {"token IS (no clip)": lambda lp, o, a, m: -torch.exp(lp - o) * a[:, None],
+               "PPO clip": lambda lp, o, a, m: sur.ppo_clip(lp, o, a, m, eps_low=eps),
+               "CISPO": lambda lp, o, a, m: sur.cispo(lp, o, a, m, eps_low=eps, eps_high=eps),
+               "MinPRO (LOW)": lambda lp, o, a, m: sur.minpro(lp, o, a, m, eps_low=eps)}
+        per_seq = fns[kind](logp, old_logp_tok, adv, mask).masked_fill(~mask, 0).sum(1)
+    loss = (weight * per_seq).sum()
+    return torch.autograd.grad(loss, list(policy.parameters()))
+
+
+def staleness_bias(inner_steps: int = 8, lr: float = 2.0, eps: float = 0.2, seed: int = 0,
+                   kinds=("sequence IS (exact)", "token IS (no clip)", "PPO clip", "CISPO", "MinPRO (LOW)"),
+                   init_scale: float = 0.5) -> pd.DataFrame:
+    """Surrogate bias vs staleness on the sequence policy, exactly (no sampling anywhere).
+
+    θ_old = a random tabular policy (``init_scale``); A(y) = R(y) − J(θ_old) per prompt. The policy
+    then takes ``inner_steps`` exact steps on the token-IS surrogate expected under the *fixed*
+    π_old data (μ inner epochs on one batch, in expectation). At each θ_s, for every surrogate:
+    its expected gradient g_s, the true gradient ∇J(θ_s) (``seqpolicy.exact_gradient``), the
+    relative error ‖g_s − ∇J‖ / ‖∇J‖, the cosine, and KL(π_old ‖ π_θ) as the staleness.
+    """
+    task = sp.default_task()
+    policy = sp.TabularPolicy(task.num_prompts, task.vocab_size, task.max_len, init_scale=init_scale, seed=seed)
+    enum = sp.enumerate_responses(task.vocab_size, task.max_len)
+    p, n = task.num_prompts, len(enum.tokens)
+    ids = torch.arange(p).repeat_interleave(n)
+    with torch.no_grad():
+        old_tok = policy.token_logprobs(ids, enum.tokens.repeat(p, 1), enum.mask.repeat(p, 1)).detach()
+        old_prob = sp.response_probs(policy).detach()
+        baseline = (old_prob * task.rewards).sum(1, keepdim=True)
+    adv = (task.rewards - baseline).reshape(-1)
+    params = list(policy.parameters())
+    rows = []
+    for step in range(inner_steps + 1):
+        true = sp.exact_gradient(policy, task)
+        g_true = torch.cat([true[name].reshape(-1) for name, _ in policy.named_parameters()])
+        with torch.no_grad():
+            new_prob = sp.response_probs(policy)
+            kl = float((old_prob * (old_prob.clamp_min(1e-300).log() - new_prob.clamp_min(1e-300).log())).sum(1).mean())
+        for kind in kinds:
+            g = torch.cat([x.reshape(-1) for x in _expected_surrogate_grad(policy, task, old_tok, old_prob, adv, kind,
+                                                                           eps)])
+            g = -g  # a loss gradient; ascent direction
+            rows.append(dict(step=step, kl=kl, surrogate=kind,
+                             rel_error=float((g - g_true).norm() / g_true.norm()),
+                             cosine=float(g @ g_true / (g.norm() * g_true.norm()))))
+        grads = _expected_surrogate_grad(policy, task, old_tok, old_prob, adv, "token IS (no clip)", eps)
+        with torch.no_grad():
+            for param, grad in zip(params, grads, strict=True):
+                param -= lr * grad
+    return pd.DataFrame(rows)
+
+
+def weight_explorer(eps: float = 0.2, eps_high: float = 0.28, tau_pos: float = 1.0, tau_neg: float = 1.05,
+                    objective: str = "all") -> matplotlib.figure.Figure:
+    """Widget callback: gradient weight vs ratio for A > 0 and A < 0, at the chosen ε and SAPO τ."""
+    if not 0 < eps < 1 or eps_high <= 0:
+        raise ValueError(f"`eps` must be in (0, 1) and `eps_high` > 0, got {eps}, {eps_high}")
+    curves = weight_curves(eps=eps, eps_high=eps_high, tau_pos=tau_pos, tau_neg=tau_neg)
+    names = list(dict.fromkeys(curves["objective"]))
+    if objective != "all":
+        if objective not in names:
+            raise ValueError(f"`objective` must be 'all' or one of {names}, got {objective!r}")
+        names = [objective]
+    use_style()
+    fig = matplotlib.figure.Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, a in zip(axes, (1.0, -1.0), strict=True):
+        for i, name in enumerate(names):
+            d = curves[(curves["objective"] == name) & (curves["adv"] == a)]
+            ax.plot(d["ratio"], d["weight"], color=PALETTE[i % len(PALETTE)], lw=1.6, label=name,
+                    ls="-" if i < len(PALETTE) else "--")
+        ax.axvline(1.0, color="0.5", lw=0.7)
+        ax.set(xlabel="ratio r = π/π_old", title=f"A {'> 0' if a > 0 else '< 0'}: weight c(r) of −A∇log π")
+    axes[0].set_ylabel("gradient weight c")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"ε = {eps}, ε_high = {eps_high}, SAPO τ+ = {tau_pos}, τ− = {tau_neg}", fontsize=10)
+    return fig
+
+
+def lm_objective_runs(presets=("grpo", "dapo_clip", "gspo", "sapo", "cispo"), steps: int = 80, lr: float = 1e-4,
+                      inner_epochs: int = 2, minibatches: int = 2, seed: int = 0):
+    """Tiny-LM GRPO runs with several off-policy updates per rollout, one per objective.
+
+    The shipped addition student; ``inner_epochs`` × ``minibatches`` optimizer steps per rollout, so
+    later minibatches see ratios away from 1 and clipping acts. ``dapo_clip`` is the ``grpo`` preset
+    with DAPO's clip-higher (0.2 / 0.28) only, so it differs from ``grpo`` in one thing. Returns
+    ``(histories, summary DataFrame)``.
+    """
+    import forklab
+    from forklab import recipes
+    from forklab.lm.models import load_tiny
+    from forklab.lm.trainer import RLConfig, RLTrainer
+
+    histories, rows = {}, []
+    for name in presets:
+        forklab.seed_everything(seed)
+        model, tokenizer = load_tiny("student-addition")
+        recipe = recipes.get("grpo", surrogate_kwargs={"eps_low": 0.2, "eps_high": 0.28}).replace(name=name) \
+            if name == "dapo_clip" else recipes.get(name)
+        config = RLConfig(lr=lr, inner_epochs=inner_epochs, minibatches=minibatches, eval_every=0, eval_size=128,
+                          seed=seed)
+        trainer = RLTrainer(model, tokenizer, recipe, config)
+        start = trainer.evaluate()
+        history = trainer.train(steps=steps, progress=False)
+        end = trainer.evaluate()
+        histories[name] = history
+        rows.append(dict(objective=name, sampled_start=start["eval/sampled_accuracy"],
+                         sampled_end=end["eval/sampled_accuracy"],
+                         clip_low=_mean(history, "clip_ratio/low_mean"),
+                         clip_high=_mean(history, "clip_ratio/high_mean"),
+                         cispo_clipped=_mean(history, "cispo_clip_ratio"), ratio_mean=_mean(history, "ratio/mean"),
+                         entropy_first10=_mean(history[:10], "entropy"),
+                         entropy_last10=_mean(history[-10:], "entropy")))
+    return histories, pd.DataFrame(rows)
+
+
+def _mean(history: list[dict], key: str) -> float:
+    """Mean of ``key`` over the steps that logged it; NaN when none did (e.g. SAPO has no hard clip)."""
+    values = [h[key] for h in history if key in h]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def clipping_figure(curves: pd.DataFrame, bias: pd.DataFrame, histories: dict) -> matplotlib.figure.Figure:
+    """The notebook's figure: (a, b) weight vs ratio for A > 0 / A < 0; (c) surrogate bias vs staleness;
+    (d) tiny-LM entropy per objective."""
+    use_style()
+    fig = matplotlib.figure.Figure(figsize=(13, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
+    names = list(dict.fromkeys(curves["objective"]))
+    for ax, a in zip(axes[0], (1.0, -1.0), strict=True):
+        for i, name in enumerate(names):
+            d = curves[(curves["objective"] == name) & (curves["adv"] == a)]
+            ax.plot(d["ratio"], d["weight"], color=PALETTE[i % len(PALETTE)], lw=1.6, label=name,
+                    ls="-" if i < len(PALETTE) else "--")
+        ax.axvline(1.0, color="0.5", lw=0.7)
+        ax.set(xlabel="ratio r = π_θ / π_old (one-token sequence)", ylabel="gradient weight c(r)",
+               title=f"({'a' if a > 0 else 'b'}) A {'> 0' if a > 0 else '< 0'}: "
+                     f"{'clipping stops pushing up past 1+ε' if a > 0 else 'dual-clip caps the push-down at c'}")
+    axes[0, 1].legend(fontsize=7, ncol=2)
+    ax = axes[1, 0]
+    for i, (kind, d) in enumerate(bias.groupby("surrogate", sort=False)):
+        ax.plot(d["kl"], d["rel_error"].clip(lower=1e-16), marker="o", color=PALETTE[i], label=kind)
+    ax.set(yscale="log", xlabel="staleness: KL(π_old ‖ π_θ) after μ inner steps",
+           ylabel="‖E[ĝ] − ∇J‖ / ‖∇J‖", title="(c) token surrogates drift from the true gradient as data go stale")
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    smooth = lambda xs: np.convolve(xs, np.ones(9) / 9, mode="valid")  # noqa: E731
+    for i, (name, history) in enumerate(histories.items()):
+        ax.plot(np.arange(9, len(history) + 1), smooth([h["entropy"] for h in history]), color=PALETTE[i], label=name)
+    ax.set(xlabel="GRPO step (2 epochs × 2 minibatches each)", ylabel="token entropy (9-step mean)",
+           title="(d) tiny LM: entropy per objective")
+    ax.legend(fontsize=8)
+    return fig
