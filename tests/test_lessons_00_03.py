@@ -38,14 +38,14 @@ def test_token_mean_positive_share_is_the_length_ratio_by_hand():
     table = la.sign_balance_table(correct_lengths=(1, 2, 3, 4), answers=1)
     policy = sp.TabularPolicy(1)
     lengths = sp.enumerate_responses().lengths.double()
-    for row in table.itertuples(index=False):
-        task = sp.Task.with_length_gap((row.correct_length,), (1,))
+    for _, row in table.iterrows():
+        task = sp.Task.with_length_gap((int(row["correct_length"]),), (1,))
         probs = sp.response_probs(policy)[0].detach().double()
         right, wrong = probs * task.correct[0], probs * ~task.correct[0]
         l_pos, l_neg = (right @ lengths / right.sum()).item(), (wrong @ lengths / wrong.sum()).item()
-        assert row.length_gap == pytest.approx(l_pos - l_neg)
-        assert getattr(row, "_2") == pytest.approx(l_pos / (l_pos + l_neg), abs=1e-12)  # token-mean
-        assert row.balanced == pytest.approx(0.5, abs=1e-12)
+        assert row["length_gap"] == pytest.approx(l_pos - l_neg)
+        assert row["token-mean"] == pytest.approx(l_pos / (l_pos + l_neg), abs=1e-12)
+        assert row["balanced"] == pytest.approx(0.5, abs=1e-12)
 
 
 def test_token_shares_sum_to_one_and_seq_mean_is_inverse_length():
@@ -66,7 +66,7 @@ def gap_explorer():
                                group_size=widgets.int_slider(2, 2, 3, description="G"))
 
 
-@pytest.mark.parametrize("correct_length, answers", [(1, 1), (2, 1), (2, 3), (3, 2), (4, 3)])
+@pytest.mark.parametrize("correct_length, answers", [(1, 1), (1, 3), (2, 1), (2, 3), (3, 2), (4, 3)])
 def test_length_gap_explorer_through_its_range(correct_length, answers):
     w = gap_explorer()
     controls = {c.description: c for c in w.children[:-1]}
@@ -79,12 +79,14 @@ def test_length_gap_explorer_through_its_range(correct_length, answers):
     pos, neg = heights[:4], heights[4:]
     assert all(p + n == pytest.approx(1.0) for p, n in zip(pos, neg, strict=True))
     assert pos[1] == pytest.approx(0.5) and pos[3] == pytest.approx(0.5)  # seq-mean and BA
-    assert fig.axes[0].get_title().startswith(f"correct length {correct_length}:")
+    assert fig.axes[0].get_title().startswith(f"{min(answers, 3 ** (correct_length - 1))} correct of length "
+                                              f"{correct_length}:")
 
 
-def test_length_gap_explorer_rejects_impossible_answer_counts():
+def test_length_gap_explorer_caps_answers_and_rejects_bad_input():
+    assert la.length_gap_explorer(correct_length=1, answers=3).axes[0].get_title().startswith("1 correct of length 1")
     with pytest.raises(ValueError, match="`answers`"):
-        la.length_gap_explorer(correct_length=1, answers=2)  # only END has length 1
+        la.length_gap_explorer(correct_length=2, answers=0)
     with pytest.raises(ValueError, match="`group_size`"):
         la.exact_side_push(sp.default_task(), 0, group_size=5)
 

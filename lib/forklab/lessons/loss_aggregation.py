@@ -41,6 +41,9 @@ __all__ = [
 MAIN_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "balanced")
 MODE_LABELS = {"token-mean": "token-mean (DAPO)", "seq-mean-token-mean": "seq-mean (GRPO)",
                "seq-mean-token-sum-norm": "Dr. GRPO", "balanced": "Balanced Aggregation"}
+# Dr. GRPO draws on top of token-mean and BA on top of seq-mean in panels (a, b): thick pale under thin
+_STYLE = {"token-mean": dict(lw=5, alpha=0.45), "seq-mean-token-mean": dict(lw=5, alpha=0.45),
+          "seq-mean-token-sum-norm": dict(lw=1.6), "balanced": dict(lw=1.6)}
 
 
 def ragged_mask(lengths) -> torch.Tensor:
@@ -128,15 +131,17 @@ def sign_balance_table(correct_lengths=(1, 2, 3, 4), answers: int = 2, modes=MAI
 def length_gap_explorer(correct_length: int = 2, answers: int = 2, group_size: int = 2) -> matplotlib.figure.Figure:
     """Widget callback: how each mode splits the push between correct and wrong responses.
 
-    One prompt whose ``answers`` correct responses all have length ``correct_length`` (so the wrong
+    One prompt whose ``answers`` correct responses (capped at the 3^(ℓ−1) responses of that length)
+    all have length ``correct_length`` (so the wrong
     ones are on average longer when it is short, shorter when it is long); uniform policy; exact over
     every group of ``group_size``. Bars: each mode's positive and negative push, normalised to sum 1;
     0.5/0.5 means the sign balance does not depend on lengths.
     """
-    max_count = 3 ** (int(correct_length) - 1)
-    if not 1 <= int(answers) <= max_count:
-        raise ValueError(f"`answers` must be in 1..{max_count} for correct_length={correct_length}, got {answers}")
-    task = sp.Task.with_length_gap((int(correct_length),), (int(answers),))
+    max_count = 3 ** (int(correct_length) - 1)  # responses of that length: V^(ℓ−1)
+    if int(answers) < 1:
+        raise ValueError(f"`answers` must be >= 1, got {answers}")
+    answers = min(int(answers), max_count)  # the widget's slider can ask for more than exist; cap, and say so
+    task = sp.Task.with_length_gap((int(correct_length),), (answers,))
     gap = float(sp.length_gap(sp.TabularPolicy(1, task.vocab_size, task.max_len), task)[0])
     table = exact_side_push(task, 0, group_size=group_size)
     use_style()
@@ -148,7 +153,7 @@ def length_gap_explorer(correct_length: int = 2, answers: int = 2, group_size: i
     ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
     ax.set_xticks(x, [MODE_LABELS[m] for m in table["mode"]])
     ax.set(ylim=(0, 1), ylabel="share of the gradient push",
-           title=f"correct length {correct_length}: wrong responses are {abs(gap):.2f} tokens "
+           title=f"{answers} correct of length {correct_length}: wrong responses are {abs(gap):.2f} tokens "
                  f"{'longer' if gap < 0 else 'shorter'} (G = {group_size})")
     ax.legend(loc="upper right", fontsize=8)
     return fig
@@ -207,13 +212,15 @@ def aggregation_figure(lengths, adv, balance: pd.DataFrame, histories: dict) -> 
             rows = torch.nonzero(torch.sign(adv_t) == sign).flatten()
             order = rows[lengths_t[rows].argsort()]
             ax_w.plot(lengths_t[order], share[order], marker=marker, ls=ls, color=color,
-                      label=MODE_LABELS[mode] if sign > 0 else None)
+                      label=MODE_LABELS[mode] if sign > 0 else None, **_STYLE[mode])
     ax_w.set(xlabel="response length |o| (tokens)", ylabel="share of the group's gradient per token",
-             title="(a) seq-mean gives long responses' tokens 1/|o|; ▲ correct, ▼ wrong")
-    ax_w.legend(fontsize=8)
+             title="(a) one group: seq-mean gives a token 1/|o|, the others a flat weight per side")
+    ax_w.legend(fontsize=8, title="solid ▲ correct, dashed ▼ wrong", title_fontsize=7)
     for color, mode in zip(PALETTE, MAIN_MODES, strict=False):
-        ax_b.plot(balance["length_gap"], balance[mode], marker="o", color=color, label=MODE_LABELS[mode])
+        ax_b.plot(balance["length_gap"], balance[mode], marker="o", color=color, label=MODE_LABELS[mode],
+                  **_STYLE[mode])
     ax_b.axhline(0.5, color="0.4", lw=0.8, ls="--")
+    ax_b.legend(fontsize=8, title="Dr. GRPO = token-mean; BA = seq-mean here", title_fontsize=7)
     ax_b.set(xlabel="length gap E[len | correct] − E[len | wrong]", ylabel="positive share of the push",
              title="(b) only token-mean ties the sign balance to the length gap")
     smooth = lambda xs: np.convolve(xs, np.ones(15) / 15, mode="valid")  # noqa: E731

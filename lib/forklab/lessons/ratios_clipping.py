@@ -77,7 +77,7 @@ def weight_curves(ratios=None, **objective_kwargs) -> pd.DataFrame:
     With one token the sequence ratio equals the token ratio, so sequence-level objectives (GSPO,
     GMPO) are comparable with token-level ones. Columns: ``objective``, ``adv``, ``ratio``, ``weight``.
     """
-    ratios = torch.linspace(0.3, 3.0, 271, dtype=torch.float64) if ratios is None else \
+    ratios = torch.linspace(0.3, 3.5, 321, dtype=torch.float64) if ratios is None else \
         torch.as_tensor(ratios, dtype=torch.float64)
     if (ratios <= 0).any():
         raise ValueError("`ratios` must be positive")
@@ -245,27 +245,31 @@ def _mean(history: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def clipping_figure(curves: pd.DataFrame, bias: pd.DataFrame, histories: dict) -> matplotlib.figure.Figure:
-    """The notebook's figure: (a, b) weight vs ratio for A > 0 / A < 0; (c) surrogate bias vs staleness;
+FIGURE_OBJECTIVES = ("PPO clip", "clip-higher (DAPO)", "dual-clip", "GSPO", "SAPO", "CISPO")
+
+
+def clipping_figure(curves: pd.DataFrame, bias: pd.DataFrame, histories: dict,
+                    names=FIGURE_OBJECTIVES) -> matplotlib.figure.Figure:
+    """The notebook's figure: (a, b) weight vs ratio for A > 0 / A < 0 (``names``: on one token GMPO,
+    DHPO and MinPRO draw PPO's curve, so they are left out); (c) surrogate bias vs staleness;
     (d) tiny-LM entropy per objective."""
     use_style()
-    fig = matplotlib.figure.Figure(figsize=(13, 7), layout="constrained")
+    fig = matplotlib.figure.Figure(figsize=(13, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
-    names = list(dict.fromkeys(curves["objective"]))
+    offsets = np.linspace(-0.03, 0.03, len(names))  # a small vertical offset keeps coinciding curves visible
     for ax, a in zip(axes[0], (1.0, -1.0), strict=True):
         for i, name in enumerate(names):
             d = curves[(curves["objective"] == name) & (curves["adv"] == a)]
-            ax.plot(d["ratio"], d["weight"], color=PALETTE[i % len(PALETTE)], lw=1.6, label=name,
-                    ls="-" if i < len(PALETTE) else "--")
+            ax.plot(d["ratio"], d["weight"] + offsets[i], color=PALETTE[i % len(PALETTE)], lw=1.8, label=name)
         ax.axvline(1.0, color="0.5", lw=0.7)
         ax.set(xlabel="ratio r = π_θ / π_old (one-token sequence)", ylabel="gradient weight c(r)",
                title=f"({'a' if a > 0 else 'b'}) A {'> 0' if a > 0 else '< 0'}: "
                      f"{'clipping stops pushing up past 1+ε' if a > 0 else 'dual-clip caps the push-down at c'}")
-    axes[0, 1].legend(fontsize=7, ncol=2)
+    axes[0, 1].legend(fontsize=8, ncol=2, title="curves offset by ±0.03 to stay visible", title_fontsize=7)
     ax = axes[1, 0]
     for i, (kind, d) in enumerate(bias.groupby("surrogate", sort=False)):
-        ax.plot(d["kl"], d["rel_error"].clip(lower=1e-16), marker="o", color=PALETTE[i], label=kind)
-    ax.set(yscale="log", xlabel="staleness: KL(π_old ‖ π_θ) after μ inner steps",
+        ax.plot(d["kl"], d["rel_error"], marker="o", color=PALETTE[i], label=kind)
+    ax.set(xlabel="staleness: KL(π_old ‖ π_θ) after μ inner steps",
            ylabel="‖E[ĝ] − ∇J‖ / ‖∇J‖", title="(c) token surrogates drift from the true gradient as data go stale")
     ax.legend(fontsize=8)
     ax = axes[1, 1]
