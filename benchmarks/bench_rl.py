@@ -14,12 +14,12 @@ fewer steps when they compete for the 2 cores.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 from pathlib import Path
 
 import torch
+from _measure import busy_seconds
 
 import forklab
 from forklab import recipes
@@ -28,17 +28,6 @@ from forklab.lm.trainer import RLConfig, RLTrainer
 
 DEFAULT_PLAN = [(5e-5, 60), (1e-4, 60), (2e-4, 60), (3e-4, 60, 32, 8), (5e-4, 60, 64, 8), (3e-4, 60, 16, 16),
                 (1e-4, 240)]
-
-
-def busy_seconds() -> float:
-    """CPU seconds spent by all processes so far (``/proc/stat``; NaN where unavailable)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return float("nan")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run(seconds: float, lr: float, prompts: int = 16, group: int = 8, seed: int = 0,

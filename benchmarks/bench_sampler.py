@@ -43,6 +43,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from _measure import busy_seconds
 
 VOCAB, STOP = 18, 15  # CharTokenizer.for_tasks(): 17 characters + PAD; the id of ";"
 BATCH, NEW_TOKENS = 64, 24
@@ -123,17 +124,6 @@ def check_greedy_identical(size: str) -> None:
 BUSY_LIMIT, RETRIES = 0.25, 4
 
 
-def _busy_seconds() -> float:
-    """CPU seconds spent by all processes so far (``/proc/stat``; NaN where unavailable)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return float("nan")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def time_interleaved(calls: dict) -> tuple[dict, float]:
     """Median seconds of each callable (round-robin ``REPEATS`` runs after a warm-up) and the CPU cores
     other processes kept busy meanwhile; repeated while that exceeds ``BUSY_LIMIT``."""
@@ -141,13 +131,13 @@ def time_interleaved(calls: dict) -> tuple[dict, float]:
         times = {name: [] for name in calls}
         for fn in calls.values():
             fn()
-        busy0, own0, wall0 = _busy_seconds(), time.process_time(), time.perf_counter()
+        busy0, own0, wall0 = busy_seconds(), time.process_time(), time.perf_counter()
         for _ in range(REPEATS):
             for name, fn in calls.items():
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-        others = ((_busy_seconds() - busy0) - (time.process_time() - own0)) / (time.perf_counter() - wall0)
+        others = ((busy_seconds() - busy0) - (time.process_time() - own0)) / (time.perf_counter() - wall0)
         if not others > BUSY_LIMIT:  # also true for NaN (no /proc/stat)
             break
     return {name: statistics.median(ts) for name, ts in times.items()}, max(others, 0.0)

@@ -48,6 +48,18 @@ PAD_TOKEN = "<pad>"
 _FORMAT = "forklab.CharTokenizer"
 
 
+def pad_rows(rows: list[list[int]], pad_id: int, pad_side: str = "left") -> tuple[Tensor, Tensor]:
+    """Token rows → ``ids [B, L]`` long padded with ``pad_id`` and ``attention_mask [B, L]`` bool (L = longest row)."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for b, row in enumerate(rows):
+        cols = slice(length - len(row), length) if pad_side == "left" else slice(0, len(row))
+        ids[b, cols] = torch.tensor(row, dtype=torch.long)
+        mask[b, cols] = True
+    return ids, mask
+
+
 class CharTokenizer:
     """Characters of ``alphabet`` ↔ ids ``1..len(alphabet)``; PAD = 0; ``eos`` (a character) ends responses."""
 
@@ -134,15 +146,7 @@ class CharTokenizer:
         if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
             raise ValueError(f"`texts` must be a non-empty list of str, got {texts!r:.60}")
         _checks.choice("pad_side", pad_side, {"left", "right"})
-        rows = [self.encode(t) for t in texts]
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.bool)
-        for b, row in enumerate(rows):
-            cols = slice(length - len(row), length) if pad_side == "left" else slice(0, len(row))
-            ids[b, cols] = torch.tensor(row, dtype=torch.long)
-            mask[b, cols] = True
-        return ids, mask
+        return pad_rows([self.encode(t) for t in texts], self.pad_id, pad_side)
 
     def batch_decode(self, ids, stop_at_eos: bool = False) -> list[str]:
         """:meth:`decode` of every row of a ``[B, L]`` tensor (or a list of lists)."""
@@ -272,14 +276,7 @@ class HFTokenizer:
         empty = [i for i, r in enumerate(rows) if not r]
         if empty:
             raise ValueError(f"`texts` holds prompts that encode to no tokens, at indices {empty}")
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.bool)
-        for b, row in enumerate(rows):
-            cols = slice(length - len(row), length) if pad_side == "left" else slice(0, len(row))
-            ids[b, cols] = torch.tensor(row, dtype=torch.long)
-            mask[b, cols] = True
-        return ids, mask
+        return pad_rows(rows, self.pad_id, pad_side)
 
     def batch_decode(self, ids, skip_special_tokens: bool = True) -> list[str]:
         """:meth:`decode` of every row of a ``[B, L]`` tensor (or a list of lists)."""
