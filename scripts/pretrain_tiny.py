@@ -3,7 +3,7 @@
 Usage (the exact commands that made the shipped models are in data/models/README.md):
 
     .venv/bin/python scripts/pretrain_tiny.py --name student-addition --size student --task addition \
-        --noise 0.35 --steps 500 --seed 0
+        --noise 0.4 --demos 8000 --steps 3000 --constant-lr --seed 0
 
 Demonstrations come from the task's train split; with probability ``--noise`` a demonstration is a
 plausible wrong answer (forgotten carry, off-by-one digit, ...), so the model starts well below its
