@@ -10,9 +10,10 @@ real-LM cells. One entry point, :func:`sample`, with two backends that return th
   (RMSNorm, rotary embeddings, grouped-query attention, SiLU MLP) that reads the weights of a
   ``transformers`` ``LlamaForCausalLM`` and decodes with a preallocated static KV cache. Its logits
   equal the model's own forward pass to float rounding (tested to 1e-5 in fp32) and its greedy
-  outputs equal ``generate``'s. It saves ``generate``'s per-step overhead and drops rows that have
-  stopped from the batch; ``benchmarks/results/sampler.md`` has the measured speed-ups (largest for
-  small batches, where that overhead dominates; the arithmetic itself is the same).
+  outputs equal ``generate``'s. It saves ``generate``'s per-step overhead (fewer, fused operations:
+  one GEMM for q/k/v and one for gate/up, no SDPA call when decoding on CPU in fp32) and drops rows
+  that have stopped from the batch; ``benchmarks/results/sampler.md`` has the measured speed-ups
+  (largest for small batches, where per-operation overhead dominates; the matrix products are the same).
 - ``"generate"``: ``model.generate`` for any other model, with the same outputs computed from its raw
   logits (``output_logits=True``; the processed ``output_scores`` hold ``-inf`` and give NaN entropies).
 
@@ -156,14 +157,21 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- fast runner
 class _Layer:
-    """References to one decoder layer's parameters (no copies: the runner always sees the current weights)."""
+    """One decoder layer's weights, with q/k/v and gate/up each concatenated into one matrix.
+
+    The concatenations are copies, made once per runner: one GEMM instead of three (two) plus a
+    ``cat`` saves a few dispatches per layer and step, which is what costs at these sizes. The other
+    weights are referenced.
+    """
 
     def __init__(self, layer) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.ln1, self.eps1 = layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon
         self.ln2, self.eps2 = layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
-        self.proj = [(p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj)]
-        self.gate, self.up = (mlp.gate_proj.weight, mlp.gate_proj.bias), (mlp.up_proj.weight, mlp.up_proj.bias)
+        with torch.no_grad():
+            self.w_qkv, self.b_qkv = _concat_linear(attn.q_proj, attn.k_proj, attn.v_proj)
+            self.w_gu, self.b_gu = _concat_linear(mlp.gate_proj, mlp.up_proj)
+        self.inter = mlp.gate_proj.weight.shape[0]
         self.wo, self.bo = attn.o_proj.weight, attn.o_proj.bias
         self.wd, self.bd = mlp.down_proj.weight, mlp.down_proj.bias
         self.wo_t, self.wd_t = self.wo.t(), self.wd.t()  # views, for addmm
@@ -171,10 +179,11 @@ class _Layer:
 
     def qkv(self, h: Tensor) -> Tensor:
         """``[q | k | v]`` projections side by side, ``[..., (heads + 2·kv_heads)·head_dim]``."""
-        return torch.cat([F.linear(h, w, b) for w, b in self.proj], dim=-1)
+        return F.linear(h, self.w_qkv, self.b_qkv)
 
     def mlp_hidden(self, h: Tensor) -> Tensor:
-        return self.act(F.linear(h, *self.gate)) * F.linear(h, *self.up)
+        gate, up = F.linear(h, self.w_gu, self.b_gu).split(self.inter, dim=-1)
+        return self.act(gate) * up
 
     def attn_out(self, x: Tensor, a: Tensor) -> Tensor:
         """``x + o_proj(a)``: the residual add fused into the GEMM (``addmm``) when there is no bias."""
@@ -183,6 +192,15 @@ class _Layer:
     def mlp_out(self, x: Tensor, m: Tensor) -> Tensor:
         """``x + down_proj(m)``, fused like :meth:`attn_out`."""
         return torch.addmm(x, m, self.wd_t) if self.bd is None else x + F.linear(m, self.wd, self.bd)
+
+
+def _concat_linear(*linears) -> tuple[Tensor, Tensor | None]:
+    """The weights (and biases, zeros where one has none) of ``nn.Linear`` layers stacked along the outputs."""
+    weight = torch.cat([lin.weight for lin in linears])
+    if all(lin.bias is None for lin in linears):
+        return weight, None
+    bias = torch.cat([lin.weight.new_zeros(lin.weight.shape[0]) if lin.bias is None else lin.bias for lin in linears])
+    return weight, bias
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -206,17 +224,22 @@ class TinyLlamaRunner:
     step          one token per row ``[B]`` at the next column → ``logits [B, V]``, ``hidden [B, d]``
     ============  ==============================================================================
 
-    Parameters are referenced, not copied (a runner sees later optimiser steps; :func:`sample`
-    builds one per call anyway, in well under a millisecond). Concatenating q/k/v and gate/up into
-    one GEMM each was measured to gain nothing here (≤ 2 %) and would need copies, so it is not done.
+    q/k/v and gate/up are concatenated into one weight matrix each (one GEMM instead of two or three
+    plus a ``cat``); those are copies, so a runner does not see later optimiser steps of them —
+    :func:`sample` builds a fresh one per call (a fraction of a millisecond for the tiny models). The
+    other parameters are referenced.
 
     Cache: ``k, v [layers, B, heads, max_len, head_dim]``, K/V heads already repeated for GQA
     (``num_key_value_heads < num_attention_heads``) so decoding never repeats the whole cache. Rope:
     the cos/sin tables come from the model's own ``rotary_emb`` (same ``rope_theta`` and scaling),
     computed once per :meth:`allocate`; ``rotate_half(x)·sin`` is ``roll(x, D/2)·sin'`` with the first
-    half of ``sin'`` negated (the same products, so the same numbers). Attention:
-    ``scaled_dot_product_attention`` with an explicit boolean mask (causal ∧ key is a real token); a
-    padding query also sees itself, so no row is fully masked (which would give NaN).
+    half of ``sin'`` negated (the same products, so the same numbers). Attention in :meth:`prefill`
+    and :meth:`forward`: ``scaled_dot_product_attention`` with an explicit boolean mask (causal ∧ key
+    is a real token); a padding query also sees itself, so no row is fully masked (which would give
+    NaN). The prefill runs the last layer's attention and MLP for the last column only (the other
+    columns only need their K/V). In :meth:`step` (one query per row) an fp32 CPU model computes
+    ``softmax(q·Kᵀ·scale + bias)·V`` with elementwise products and sums over the cache, which was
+    measured faster than SDPA's CPU kernel at these sizes; other models keep SDPA.
     """
 
     def __init__(self, model) -> None:
@@ -241,6 +264,9 @@ class TinyLlamaRunner:
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self.vocab_size = self.lm_head.shape[0]
         self.hidden_size = self.embed.shape[1]
+        # decoding attention without SDPA: measured faster for the fp32 CPU models (module docstring);
+        # bf16/fp16 or GPU models keep SDPA's fused kernel (fp32 accumulation, no [B, heads, L, D] products)
+        self.plain_attention = self.device.type == "cpu" and self.dtype == torch.float32
 
     # -- cache and rope tables
     def allocate(self, batch: int, max_len: int) -> None:
@@ -257,8 +283,13 @@ class TinyLlamaRunner:
         self._k_layers = [self.k[i] for i in range(len(self.layers))]  # plain views (unbind's are read-only)
         self._v_layers = [self.v[i] for i in range(len(self.layers))]
 
-    def _blocks(self, x: Tensor, b: int, n: int, positions: Tensor, attn_mask: Tensor, start: int) -> Tensor:
-        """Decoder layers on ``x [B·L, d]`` (rows of ``B`` sequences × ``L`` columns) at cache columns ``start..``."""
+    def _blocks(self, x: Tensor, b: int, n: int, positions: Tensor, attn_mask: Tensor, start: int,
+                last_only: bool = False) -> Tensor:
+        """Decoder layers on ``x [B·L, d]`` (rows of ``B`` sequences × ``L`` columns) at cache columns ``start..``.
+
+        Returns ``[B·L, d]``, or ``[B, d]`` for the last column alone with ``last_only`` (prefill: the
+        last layer then needs every column's K/V, for the cache, but only the last column's output).
+        """
         stop = start + n
         heads, kv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         cos = self._cos[positions].unsqueeze(2)  # [B, L, 1, D]
@@ -274,6 +305,9 @@ class TinyLlamaRunner:
                 k, v = k.repeat_interleave(self.rep, dim=1), v.repeat_interleave(self.rep, dim=1)
             self.k[i, :, :, start:stop] = k
             self.v[i, :, :, start:stop] = v
+            if last_only and i == len(self.layers) - 1:
+                q, attn_mask, n = q[:, :, -1:], attn_mask[:, :, -1:], 1
+                x = x.view(b, -1, x.shape[-1])[:, -1]
             a = F.scaled_dot_product_attention(
                 q, self.k[i, :, :, :stop], self.v[i, :, :, :stop], attn_mask=attn_mask, scale=self.scale
             )
@@ -290,10 +324,11 @@ class TinyLlamaRunner:
         eye = torch.eye(n, dtype=torch.bool, device=self.device)
         return ((causal & mask[:, None, :]) | eye)[:, None]  # [B, 1, L, L]
 
-    def _run(self, ids: Tensor, mask: Tensor) -> Tensor:
+    def _run(self, ids: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
         b, n = ids.shape
         x = F.embedding(ids.reshape(-1), self.embed)
-        return self._blocks(x, b, n, position_ids_from_mask(mask), self._prefill_mask(mask), 0).view(b, n, -1)
+        hidden = self._blocks(x, b, n, position_ids_from_mask(mask), self._prefill_mask(mask), 0, last_only)
+        return hidden if last_only else hidden.view(b, n, -1)
 
     # -- public passes
     def prefill(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -305,10 +340,12 @@ class TinyLlamaRunner:
         b, n = ids.shape
         self.key_valid = torch.ones(b, self.max_len, dtype=torch.bool, device=self.device)
         self.key_valid[:, :n] = mask
-        self._step_mask = self.key_valid[:, None, None, :]  # [B, 1, 1, max_len], sliced per step
+        # additive attention bias of the decoding steps, [B, 1, max_len]: 0 on keys to attend to, -inf on padding
+        self._step_bias = torch.zeros(b, 1, self.max_len, dtype=self.dtype, device=self.device).masked_fill(
+            ~self.key_valid[:, None], float("-inf"))
         self.next_pos = mask.long().sum(1)  # [B]: the first response token's position
         self.col = n
-        last = self._run(ids, mask)[:, -1]
+        last = self._run(ids, mask, last_only=True)
         return self._logits(last), last
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -323,7 +360,7 @@ class TinyLlamaRunner:
         x = F.embedding(tokens, self.embed)  # [B, d]
         cos = self._cos[self.next_pos].unsqueeze(1)  # [B, 1, D]
         sin = self._sin[self.next_pos].unsqueeze(1)
-        attn_mask = self._step_mask.narrow(3, 0, length)
+        bias = self._step_bias.narrow(2, 0, length)
         for w, kc, vc in zip(self.layers, self._k_layers, self._v_layers, strict=True):
             qkv = w.qkv(_rms_norm(x, w.ln1, w.eps1)).view(b, heads + 2 * kv, hd)
             qk, v = qkv.split((heads + kv, kv), dim=1)
@@ -332,10 +369,16 @@ class TinyLlamaRunner:
                 k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
             kc.select(2, col).copy_(k)
             vc.select(2, col).copy_(v)
-            a = F.scaled_dot_product_attention(
-                q.unsqueeze(2), kc.narrow(2, 0, length), vc.narrow(2, 0, length), attn_mask=attn_mask,
-                scale=self.scale,
-            )
+            keys, values = kc.narrow(2, 0, length), vc.narrow(2, 0, length)
+            if self.plain_attention:
+                # one query per row: products and sums over the cache beat SDPA's CPU flash kernel (and
+                # bmm's B·heads tiny GEMMs) at the tiny models' sizes; padding keys get -inf from the bias
+                scores = (q.unsqueeze(2) * keys).sum(-1)  # [B, heads, length]
+                probs = torch.softmax(torch.add(bias, scores, alpha=self.scale), dim=-1)
+                a = (probs.unsqueeze(-1) * values).sum(2)  # [B, heads, D]
+            else:
+                a = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=bias.unsqueeze(1),
+                                                   scale=self.scale)
             x = w.attn_out(x, a.reshape(b, heads * hd))
             x = w.mlp_out(x, w.mlp_hidden(_rms_norm(x, w.ln2, w.eps2)))
         hidden = _rms_norm(x, self.norm, self.norm_eps)
@@ -349,7 +392,7 @@ class TinyLlamaRunner:
         self._k_layers = [self.k[i] for i in range(len(self.layers))]
         self._v_layers = [self.v[i] for i in range(len(self.layers))]
         self.key_valid = self.key_valid.index_select(0, rows)
-        self._step_mask = self.key_valid[:, None, None, :]
+        self._step_bias = self._step_bias.index_select(0, rows)
         self.next_pos = self.next_pos.index_select(0, rows)
 
     @torch.no_grad()
