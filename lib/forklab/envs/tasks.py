@@ -615,10 +615,8 @@ class GraphPath(Task):
     def reward(self, example: Example, response: str) -> float:
         edges, start, goal = self._check_example(example).problem
         nodes = self._nodes(response)
-        if nodes is None or nodes[0] != start or nodes[-1] != goal or len(set(nodes)) != len(nodes):
-            return 0.0
         adj = _adjacency(edges, 10)
-        if not all(v in adj[u] for u, v in itertools.pairwise(nodes)):
+        if nodes is None or not self._is_path(adj, nodes, start, goal):
             return 0.0
         return float(not self.shortest or len(nodes) - 1 == _distances(adj, start)[goal])
 

@@ -161,16 +161,18 @@ def staleness_bias(inner_steps: int = 8, lr: float = 2.0, eps: float = 0.2, seed
         with torch.no_grad():
             new_prob = sp.response_probs(policy)
             kl = float((old_prob * (old_prob.clamp_min(1e-300).log() - new_prob.clamp_min(1e-300).log())).sum(1).mean())
-        for kind in kinds:
-            g = torch.cat([x.reshape(-1) for x in _expected_surrogate_grad(policy, task, old_tok, old_prob, adv, kind,
-                                                                           eps)])
-            g = -g  # a loss gradient; ascent direction
+        grads = {kind: _expected_surrogate_grad(policy, task, old_tok, old_prob, adv, kind, eps) for kind in kinds}
+        for kind, grad in grads.items():
+            g = -torch.cat([x.reshape(-1) for x in grad])  # a loss gradient; ascent direction
             rows.append(dict(step=step, kl=kl, surrogate=kind,
                              rel_error=float((g - g_true).norm() / g_true.norm()),
                              cosine=float(g @ g_true / (g.norm() * g_true.norm()))))
-        grads = _expected_surrogate_grad(policy, task, old_tok, old_prob, adv, "token IS (no clip)", eps)
+        if step == inner_steps:
+            break
+        step_grad = grads["token IS (no clip)"] if "token IS (no clip)" in grads else \
+            _expected_surrogate_grad(policy, task, old_tok, old_prob, adv, "token IS (no clip)", eps)
         with torch.no_grad():
-            for param, grad in zip(params, grads, strict=True):
+            for param, grad in zip(params, step_grad, strict=True):
                 param -= lr * grad
     return pd.DataFrame(rows)
 
