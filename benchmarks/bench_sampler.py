@@ -14,7 +14,14 @@ tokens, 24 new tokens. Scenarios:
 - fixed length: no stop token, every method generates exactly 64 × 24 tokens (greedy and sampled);
 - stop at ``;``: greedy, each row stops at its first ``;`` (the random model stops rows after
   1–24 tokens); tokens/s counts response tokens (mask True), the same for every method;
-- batch sweep: student and teacher, greedy, fixed length, 1 to 128 prompts.
+- batch sweep: student and teacher, greedy, fixed length, 1 to 128 prompts;
+- RL rollout batch: what ``RLTrainer`` samples each step, with the shipped trained checkpoints
+  (``data/models``) on their tasks' training prompts: P prompts × G samples each (defaults 16 × 8),
+  temperature 1, stop at ``;``, ``max_new_tokens`` of the task's RL runs; ``generate`` gets the same
+  P·G-row batch. Both count their own response tokens (mask True; the samples differ, the
+  distribution is the same). Also a sweep over G at P·G = 128 rows. Here the fast path prefills each
+  distinct prompt once and decodes samples that still agree as one row (a prefix tree), so its
+  advantage grows with G and as the policy's entropy falls.
 
 Methods, timed in the same process (one per thread count), interleaved round-robin after a warm-up,
 median of ``REPEATS`` runs:
@@ -49,6 +56,7 @@ VOCAB, STOP = 18, 15  # CharTokenizer.for_tasks(): 17 characters + PAD; the id o
 BATCH, NEW_TOKENS = 64, 24
 SWEEP = (1, 8, 16, 64, 128)
 REPEATS = 11
+RL_REPEATS = 41  # the RL batches take milliseconds: more runs for a steadier median
 THREADS = (1, 2)
 SIZES = {
     "student": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
@@ -107,6 +115,56 @@ def hf_loop(model, ids, mask, greedy: bool, generator=None):
     return torch.stack(tokens, 1)
 
 
+#: RL rollout scenarios: (label, checkpoint, task, task kwargs, max_new_tokens, prompts P, samples G).
+RL_BATCHES = (
+    ("student · addition", "student-addition", "addition", {}, 6, 16, 8),
+    ("student · graph path", "student-graph", "graph_path", {"shortest": True}, 7, 16, 8),
+    ("teacher · addition", "teacher-addition", "addition", {}, 6, 16, 8),
+) + tuple((f"student · addition, G = {g}", "student-addition", "addition", {}, 6, 128 // g, g) for g in (1, 4, 16))
+
+
+def rl_batch(checkpoint: str, task_name: str, task_kwargs: dict, prompts_: int, group: int):
+    """The shipped model, its tokenizer and an RL step's batch: ``prompts_`` training prompts × ``group``."""
+    from forklab.envs.tasks import get_task
+    from forklab.lm.models import load_tiny
+
+    model, tokenizer = load_tiny(checkpoint)
+    examples = get_task(task_name, **task_kwargs).make_split("train", prompts_, seed=1)
+    ids, mask = tokenizer.batch_encode([e.prompt for e in examples], pad_side="left")
+    return model.eval(), tokenizer, ids.repeat_interleave(group, 0), mask.repeat_interleave(group, 0)
+
+
+def rl_fast(model, tok, ids, mask, new_tokens: int, generator, counts: list) -> None:
+    """One RL rollout with the fast path; appends its number of response tokens to ``counts``."""
+    from forklab.lm.sampling import sample
+
+    s = sample(model, ids, mask, new_tokens, stop_token_id=tok.eos_id, pad_token_id=tok.pad_id, generator=generator)
+    counts.append(int(s.mask.sum()))
+
+
+@torch.no_grad()
+def rl_generate(model, tok, ids, mask, new_tokens: int, counts: list) -> None:
+    """The same rollout with ``generate``; response tokens = up to and including the first stop token."""
+    out = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=new_tokens, do_sample=True,
+                         temperature=1.0, top_p=1.0, top_k=0, eos_token_id=tok.eos_id,
+                         pad_token_id=tok.pad_id)[:, ids.shape[1]:]
+    is_stop = (out == tok.eos_id).long()
+    counts.append(int(((is_stop.cumsum(1) - is_stop) == 0).sum()))
+
+
+def check_rl_greedy_identical() -> None:
+    from forklab.lm.sampling import greedy
+
+    for label, checkpoint, task_name, kwargs, new_tokens, p, g in RL_BATCHES:
+        model, tok, ids, mask = rl_batch(checkpoint, task_name, kwargs, p, g)
+        fast = greedy(model, ids, mask, new_tokens, stop_token_id=tok.eos_id, pad_token_id=tok.pad_id).tokens
+        with torch.no_grad():
+            ref = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=new_tokens,
+                                 do_sample=False, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)[:, ids.shape[1]:]
+        ref = ref[:, : fast.shape[1]]  # generate pads finished rows; the fast path stops at the longest
+        assert torch.equal(fast, ref), f"{label}: fast greedy != generate"
+
+
 def check_greedy_identical(size: str) -> None:
     from forklab.lm.sampling import greedy
 
@@ -124,15 +182,15 @@ def check_greedy_identical(size: str) -> None:
 BUSY_LIMIT, RETRIES = 0.25, 4
 
 
-def time_interleaved(calls: dict) -> tuple[dict, float]:
-    """Median seconds of each callable (round-robin ``REPEATS`` runs after a warm-up) and the CPU cores
+def time_interleaved(calls: dict, repeats: int = REPEATS) -> tuple[dict, float]:
+    """Median seconds of each callable (round-robin ``repeats`` runs after a warm-up) and the CPU cores
     other processes kept busy meanwhile; repeated while that exceeds ``BUSY_LIMIT``."""
     for _ in range(RETRIES):
         times = {name: [] for name in calls}
         for fn in calls.values():
             fn()
         busy0, own0, wall0 = busy_seconds(), time.process_time(), time.perf_counter()
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             for name, fn in calls.items():
                 t0 = time.perf_counter()
                 fn()
@@ -186,6 +244,18 @@ def worker(threads: int) -> dict:
             tokens = sample(model, ids, mask, NEW_TOKENS, greedy=True, stop_token_id=stop).mask.sum()
             results[f"{size}|{mode}|kernels"] = kernel_ms(calls["forklab fast"]) / 1e3
             results[f"{size}|{mode}|tokens"] = int(tokens) if greedy else BATCH * NEW_TOKENS
+    for label, checkpoint, task_name, kwargs, new_tokens, p, g in RL_BATCHES:
+        model, tok, r_ids, r_mask = rl_batch(checkpoint, task_name, kwargs, p, g)
+        gen = torch.Generator().manual_seed(0)
+        counts = {"forklab fast": [], "HF generate": []}
+
+        fast = partial(rl_fast, model, tok, r_ids, r_mask, new_tokens, gen, counts["forklab fast"])
+        hf = partial(rl_generate, model, tok, r_ids, r_mask, new_tokens, counts["HF generate"])
+        medians, others = time_interleaved({"forklab fast": fast, "HF generate": hf}, RL_REPEATS)
+        for name, seconds in medians.items():
+            results[f"rl|{label}|{name}"] = seconds
+            results[f"rl|{label}|{name}|tokens"] = statistics.mean(counts[name])
+        results[f"rl|{label}|others"] = others
     for size in SIZES:
         model = build(size)
         for batch in SWEEP:
@@ -206,6 +276,7 @@ def main() -> None:
 
     for size in SIZES:
         check_greedy_identical(size)
+    check_rl_greedy_identical()
     print("greedy outputs identical: fast path == generate == DynamicCache loop (with and without a stop token)")
     runs = {}
     for threads in THREADS:
@@ -245,6 +316,13 @@ def main() -> None:
         r = runs[th]
         return r[f"{key}|HF generate"] / r[f"{key}|forklab fast"], r[f"{key}|others"] <= BUSY_LIMIT
 
+    def rl_speedup(r: dict, label: str) -> tuple[float, bool]:
+        """(fast tokens/s / generate tokens/s, measured undisturbed) of one RL-batch cell."""
+        key = f"rl|{label}"
+        fast = r[f"{key}|forklab fast|tokens"] / r[f"{key}|forklab fast"]
+        gen = r[f"{key}|HF generate|tokens"] / r[f"{key}|HF generate"]
+        return fast / gen, r[f"{key}|others"] <= BUSY_LIMIT
+
     def fmt(value: float, clean: bool) -> str:
         return f"{value:.2f}×" + ("" if clean else " †")
 
@@ -263,6 +341,33 @@ def main() -> None:
         f"{sum(ok for _, ok in main_cells)} undisturbed cells above; in the batch sweep (greedy, no stop token) at "
         + "; ".join(f"{size}: {', '.join(map(str, b)) or 'no'} prompt(s)" for size, b in met_sweep.items()) + ".",
     ]
+    rl_cells = [(label, th, *rl_speedup(runs[th], label)) for label, *_ in RL_BATCHES for th in THREADS]
+    lines += [
+        "",
+        "## RL rollout batches (what `RLTrainer` samples each step)",
+        "",
+        "The shipped checkpoints on their tasks' training prompts, P prompts × G samples, temperature 1, stop at "
+        f"`;`; both methods get the same P·G rows and count their own response tokens (mean over the runs; median "
+        f"time of {RL_REPEATS} runs). "
+        "The fast path prefills each distinct prompt once and decodes samples that still agree token for token "
+        "as one row, splitting them where they diverge (the outputs are those of decoding every row: see "
+        "`tests/test_sampling.py`). Greedy outputs on these batches were asserted identical to `generate`'s.",
+        "",
+        "| batch | P × G | max new tokens | threads | fast (ms) | generate (ms) | fast tokens/s | generate tokens/s "
+        "| speed-up (tokens/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, _, _, _, new_tokens, p, g in RL_BATCHES:
+        for th in THREADS:
+            r = runs[th]
+            key = f"rl|{label}"
+            fast, gen = r[f"{key}|forklab fast"], r[f"{key}|HF generate"]
+            fast_tps, gen_tps = r[f"{key}|forklab fast|tokens"] / fast, r[f"{key}|HF generate|tokens"] / gen
+            lines.append(f"| {label} | {p} × {g} | {new_tokens} | {th} | {fast * 1e3:.2f} | {gen * 1e3:.2f} | "
+                         f"{fast_tps:,.0f} | {gen_tps:,.0f} | {fmt(*rl_speedup(r, label))} |")
+    clean = [c for c in rl_cells if c[3]]
+    lines += ["", f"Target ≥ 3× met in {sum(v >= 3 for *_, v, ok in clean)} of {len(clean)} undisturbed RL-batch "
+              "cells: " + ", ".join(f"{label} ({th} thr.)" for label, th, v, ok in clean if v >= 3) + "."]
     lines += [
         "",
         "Why not more: both paths run the same fp32 matrix products. Their time inside `forklab fast` (torch "

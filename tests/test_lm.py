@@ -86,14 +86,18 @@ def test_rl_trainer_is_reproducible_and_logs_trl_metrics():
             "frac_degenerate_groups", "covariance", "grad_norm"} <= set(ha[-1])
 
 
-def test_rl_trainer_raises_the_reward_on_its_training_prompts():
-    tr = small_trainer(inner_epochs=2, minibatches=2)
-    tr.config.lr = 2e-4
-    tr.optimizer.param_groups[0]["lr"] = 2e-4
-    before = sum(tr.task.reward(e, t) for e, t in zip(tr.train_examples, _greedy(tr), strict=True))
-    tr.train(steps=30, progress=False)
-    after = sum(tr.task.reward(e, t) for e, t in zip(tr.train_examples, _greedy(tr), strict=True))
-    assert after > before, (before, after)
+def test_rl_trainer_raises_the_shipped_students_sampled_accuracy():
+    # The shipped student knows addition but samples its mistakes (sampled accuracy ~0.45-0.5): 80 GRPO steps
+    # of 2 epochs x 2 minibatches (~5 s) gain 11-17 points for RL seeds 0-3 (entropy 0.44 -> 0.22-0.24);
+    # the test asks for 5.
+    model, tokenizer = models.load_tiny("student-addition")
+    tr = RLTrainer(model, tokenizer, recipes.get("grpo"),
+                   RLConfig(eval_every=0, eval_size=64, train_size=512, lr=5e-4, inner_epochs=2, minibatches=2))
+    before = tr.evaluate()
+    tr.train(steps=80, progress=False)
+    after = tr.evaluate()
+    assert after["eval/sampled_accuracy"] > before["eval/sampled_accuracy"] + 0.05, (before, after)
+    assert after["eval/entropy"] < before["eval/entropy"]
 
 
 def _greedy(tr):

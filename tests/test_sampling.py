@@ -146,6 +146,59 @@ def test_dropping_finished_rows_changes_nothing(model, monkeypatch):
         torch.testing.assert_close(getattr(greedy, name), getattr(full, name), atol=1e-5, rtol=0)
 
 
+# ------------------------------------------------------------------ repeated prompts: one prefill, a prefix tree
+def test_unique_prompts_ignores_padding_ids_and_keeps_batch_order():
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9], [3, 5, 6], [0, 0, 6], [7, 8, 9]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)
+    unique, inverse = sampling._unique_prompts(ids, mask)
+    assert unique.tolist() == [0, 1, 3]  # rows 0 and 2 differ only under the padding
+    assert inverse.tolist() == [0, 1, 0, 2, 1]
+
+
+@torch.no_grad()
+def test_repeated_prompts_are_computed_once_with_the_same_samples(model, monkeypatch):
+    ids, mask = left_padded([4, 8, 1, 6], seed=14)
+    ids, mask = ids.repeat_interleave(8, 0), mask.repeat_interleave(8, 0)  # G = 8 samples of 4 prompts
+    computed = []  # rows of each prefill / step call
+    prefill, step = sampling.TinyLlamaRunner.prefill, sampling.TinyLlamaRunner.step
+    runner = sampling.TinyLlamaRunner
+    monkeypatch.setattr(runner, "prefill", lambda r, i, m: computed.append(len(i)) or prefill(r, i, m))
+    monkeypatch.setattr(runner, "step", lambda r, tok: computed.append(len(tok)) or step(r, tok))
+    kw = dict(temperature=0.5, return_hidden=True)  # peaked: samples of a prompt share prefixes
+    tree = sampling.sample(model, ids, mask, 10, generator=torch.Generator().manual_seed(0), **kw)
+    tree_rows = computed.copy()
+    computed.clear()
+    monkeypatch.setattr(sampling.TinyLlamaRunner, "cache_is_small", lambda runner, max_len: False)
+    plain = sampling.sample(model, ids, mask, 10, generator=torch.Generator().manual_seed(0), **kw)
+    assert computed == [4] + [32] * 9  # prefill once per prompt, then every row at every step
+    assert tree_rows[0] == 4 and tree_rows[1] < 32 and max(tree_rows) <= 32 and sum(tree_rows) < sum(computed)
+    assert torch.equal(tree.tokens, plain.tokens)  # same random stream, same rows: the same samples
+    for name in ("logp", "entropy", "hidden"):
+        torch.testing.assert_close(getattr(tree, name), getattr(plain, name), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "sampled"])
+@torch.no_grad()
+def test_repeated_prompts_with_a_stop_token_match_generate_and_teacher_forcing(model, greedy):
+    ids, mask = left_padded([4, 8, 5, 1, 6], seed=15)
+    ids, mask = ids.repeat(4, 1), mask.repeat(4, 1)  # duplicates far apart in the batch
+    stop = int(sampling.greedy(model, ids, mask, 3).tokens[1, 2])
+    kw = dict(temperature=0.9, top_p=0.95, stop_token_id=stop, pad_token_id=0, return_hidden=True)
+    s = sampling.sample(model, ids, mask, 12, greedy=greedy, generator=torch.Generator().manual_seed(1), **kw)
+    m = s.mask
+    assert (~m).any() and m[:, 0].all()
+    if greedy:
+        ref = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=12, do_sample=False,
+                             eos_token_id=stop, pad_token_id=0)[:, ids.shape[1]:]
+        assert torch.equal(s.tokens, ref)
+    else:
+        assert len({tuple(row) for row in s.tokens[::5].tolist()}) > 1  # one prompt's samples diverge
+    logits, hidden = teacher_forced(model, s)
+    torch.testing.assert_close(s.logp[m], logprobs_from_logits(logits, s.tokens, 0.9)[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.entropy[m], entropy_from_logits(logits, 0.9)[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.hidden[m], hidden[m], atol=1e-5, rtol=0)
+
+
 def test_stop_in_every_row_ends_decoding_early(model):
     ids, mask = left_padded([3, 3], seed=4)
     first = sampling.greedy(model, ids, mask, 1).tokens[:, 0]
@@ -226,6 +279,27 @@ def test_first_token_frequencies_match_softmax_of_logits_over_temperature(model)
     chi2 = float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
     df = int(keep.sum()) - 1
     assert chi2 < df + 4 * math.sqrt(2 * df)
+
+
+def test_inverse_cdf_draw_matches_probabilities_and_never_draws_a_zero():
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0], [0.5, 0.0, 0.25, 0.0, 0.0, 0.25]])
+    n = 40_000
+    tokens = sampling._draw(probs.repeat_interleave(n, 0), torch.Generator().manual_seed(0)).view(2, n)
+    for row, p in zip(tokens, probs, strict=True):
+        counts = torch.bincount(row, minlength=6).double()
+        assert (counts[p == 0] == 0).all()
+        expected = n * p.double()
+        se = (expected * (1 - p.double())).sqrt()
+        assert ((counts - expected).abs() <= 4 * se).all(), (counts, expected)
+
+
+def test_inverse_cdf_draw_at_the_ends_of_the_uniform(monkeypatch):
+    probs = torch.tensor([[0.0, 0.7, 0.3, 0.0]])
+    below_one = 1.0 - 2.0**-24  # the largest float32 torch.rand can return
+    for u, expected in ((0.0, 1), (below_one, 2)):
+        monkeypatch.setattr(torch, "rand", lambda *a, u=u, **k: torch.full(a[0], u, dtype=k.get("dtype")))
+        assert sampling._draw(probs, None).tolist() == [expected]
+        assert sampling._draw(probs * 3.0, None).tolist() == [expected]  # unnormalised rows too
 
 
 def test_top_p_restricts_support_to_the_nucleus(model):
