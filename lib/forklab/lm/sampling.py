@@ -234,6 +234,8 @@ class TinyLlamaRunner:
     allocate      preallocate the cache for ``B`` rows and ``max_len`` columns (+ rope tables)
     prefill       the prompt ``[B, Lp]`` → last column's ``logits [B, V]``, ``hidden [B, d]``
     step          one token per row ``[B]`` at the next column → ``logits [B, V]``, ``hidden [B, d]``
+    keep_rows     ``rows [B']`` long: row i of the cache and state becomes a copy of row ``rows[i]``
+                  (drops finished rows; repeats shared prompts and prefix-tree nodes)
     ============  ==============================================================================
 
     q/k/v and gate/up are concatenated into one weight matrix each (one GEMM instead of two or three
