@@ -83,10 +83,10 @@ def prompts(batch: int = BATCH):
 
 
 @torch.no_grad()
-def hf_generate(model, ids, mask, greedy: bool, stop=None):
+def hf_generate(model, ids, mask, greedy: bool, stop=None, new_tokens: int = NEW_TOKENS, pad: int = 0):
     kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
-    out = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=NEW_TOKENS, eos_token_id=stop,
-                         pad_token_id=0, **kwargs)
+    out = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=new_tokens, eos_token_id=stop,
+                         pad_token_id=pad, **kwargs)
     return out[:, ids.shape[1]:]
 
 
@@ -142,14 +142,12 @@ def rl_fast(model, tok, ids, mask, new_tokens: int, generator, counts: list) -> 
     counts.append(int(s.mask.sum()))
 
 
-@torch.no_grad()
 def rl_generate(model, tok, ids, mask, new_tokens: int, counts: list) -> None:
     """The same rollout with ``generate``; response tokens = up to and including the first stop token."""
-    out = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=new_tokens, do_sample=True,
-                         temperature=1.0, top_p=1.0, top_k=0, eos_token_id=tok.eos_id,
-                         pad_token_id=tok.pad_id)[:, ids.shape[1]:]
-    is_stop = (out == tok.eos_id).long()
-    counts.append(int(((is_stop.cumsum(1) - is_stop) == 0).sum()))
+    from forklab.lm.sampling import _response_mask
+
+    out = hf_generate(model, ids, mask, False, tok.eos_id, new_tokens, tok.pad_id)
+    counts.append(int(_response_mask(out, tok.eos_id).sum()))
 
 
 def check_rl_greedy_identical() -> None:
@@ -158,9 +156,7 @@ def check_rl_greedy_identical() -> None:
     for label, checkpoint, task_name, kwargs, new_tokens, p, g in RL_BATCHES:
         model, tok, ids, mask = rl_batch(checkpoint, task_name, kwargs, p, g)
         fast = greedy(model, ids, mask, new_tokens, stop_token_id=tok.eos_id, pad_token_id=tok.pad_id).tokens
-        with torch.no_grad():
-            ref = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=new_tokens,
-                                 do_sample=False, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)[:, ids.shape[1]:]
+        ref = hf_generate(model, ids, mask, True, tok.eos_id, new_tokens, tok.pad_id)
         ref = ref[:, : fast.shape[1]]  # generate pads finished rows; the fast path stops at the longest
         assert torch.equal(fast, ref), f"{label}: fast greedy != generate"
 
