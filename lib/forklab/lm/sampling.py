@@ -455,9 +455,13 @@ class _Chooser:
         self.temperature, self.top_p, self.greedy = temperature, top_p, greedy
         self.temperature_fn, self.generator = temperature_fn, generator
 
+    def scaled(self, z: Tensor) -> Tensor:
+        """``z / T`` (``z`` itself at T = 1: the same numbers without an op)."""
+        return z / self.temperature if self.temperature != 1.0 else z
+
     def stats(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``log softmax(z / T)`` ``[..., V]`` and the entropy ``[...]`` of ``softmax(z / T)`` (LSE − E_p[z])."""
-        zt = z / self.temperature if self.temperature != 1.0 else z
+        zt = self.scaled(z)
         lse = torch.logsumexp(zt, dim=-1, keepdim=True)
         logp_all = zt - lse
         entropy = lse.squeeze(-1) - (logp_all.exp() * zt).sum(-1)
@@ -483,17 +487,14 @@ class _Chooser:
         if self.greedy:
             tokens = z.argmax(-1)
         elif self.plain:
-            if logp_all is not None:
-                probs = logp_all.exp()
-            else:
-                probs = torch.softmax(z / self.temperature if self.temperature != 1.0 else z, dim=-1)
+            probs = logp_all.exp() if logp_all is not None else torch.softmax(self.scaled(z), dim=-1)
             tokens = _draw(probs, self.generator)
         else:
             if self.temperature_fn is not None:
                 temps = self.token_temperatures(z, entropy)
                 sample_all = torch.log_softmax(z / temps[:, None], dim=-1)
             else:
-                sample_all = logp_all if logp_all is not None else torch.log_softmax(z / self.temperature, dim=-1)
+                sample_all = logp_all if logp_all is not None else torch.log_softmax(self.scaled(z), dim=-1)
             if self.top_p < 1.0:
                 sample_all = _top_p_filter(sample_all, self.top_p)
             tokens = _draw(sample_all.exp(), self.generator)
