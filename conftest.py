@@ -7,6 +7,7 @@ The Makefile exports the same variables for `make figures`, so stored and re-run
 """
 
 import os
+import tempfile
 
 KERNEL_ENV = {
     "PYTHONHASHSEED": "0",  # set/dict iteration order in kernels
@@ -19,3 +20,7 @@ KERNEL_ENV = {
 
 for key, value in KERNEL_ENV.items():
     os.environ.setdefault(key, value)
+
+# Tests never write tracked files: figures saved by notebooks under nbval (and by unit tests) go to a
+# temporary folder; `make figures` (no pytest) writes figures/.
+os.environ.setdefault("FORKLAB_FIGURES", tempfile.mkdtemp(prefix="forklab-figures-"))

@@ -30,6 +30,7 @@ from forklab import divergences as div
 from forklab.diagnostics import tip
 from forklab.envs import tasks as task_lib
 from forklab.lm import sampling
+from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer
 from forklab.lm.trainer import decode_responses, evaluate, response_inputs
 from forklab.runs import RunLog
@@ -61,6 +62,9 @@ class DistillConfig:
     eval_every: int = 10
     pass_k: int = 8
     seed: int = 0
+    #: ``None`` keeps the models' dtypes; ``"float64"`` converts student and teacher in place (the
+    #: notebooks' portable setting, see ``RLConfig.dtype``).
+    dtype: str | None = None
 
 
 class saved_activation_bytes:  # noqa: N801 - used as a context manager, reads like one
@@ -93,6 +97,10 @@ class DistillTrainer:
             raise ValueError(f"`config.divergence` must be one of {sorted(_DIVERGENCES)}, got {c.divergence!r}")
         if c.selection is not None and c.selection not in tip.RULES:
             raise ValueError(f"`config.selection` must be None or one of {sorted(tip.RULES)}, got {c.selection!r}")
+        if c.dtype is not None:
+            dtype = resolve_dtype(c.dtype, "config.dtype")
+            student.to(dtype)
+            teacher.to(dtype)
         if student.config.vocab_size != teacher.config.vocab_size:
             raise ValueError("`teacher` must share the student's vocabulary (same tokenizer)")
         self.task = task_lib.get_task(c.task, **c.task_kwargs)

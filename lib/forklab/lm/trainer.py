@@ -43,6 +43,7 @@ from torch import Tensor
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
 from forklab.lm import sampling
+from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
 from forklab.recipes import Batch, Recipe
@@ -83,6 +84,10 @@ class RLConfig:
     seed: int = 0
     log_covariance: bool = True
     log_thr: bool = False
+    #: ``None`` keeps the model's dtype; ``"float64"`` (or ``"float32"``) converts the policy and the
+    #: reference model in place when the trainer is built. The notebooks train in float64 so that CPU
+    #: kernel rounding (AVX2 vs AVX-512 vs ARM) cannot flip a sampled token; benchmarks stay in float32.
+    dtype: str | None = None
 
 
 def model_device(model) -> torch.device:
@@ -170,6 +175,11 @@ class RLTrainer:
         if recipe.kl_coef and ref_model is None:
             raise ValueError("`ref_model` is required: the recipe has a KL term (kl_coef > 0)")
         self.ref_model = ref_model
+        if c.dtype is not None:
+            dtype = resolve_dtype(c.dtype, "config.dtype")
+            model.to(dtype)
+            if ref_model is not None:
+                ref_model.to(dtype)
         if task is not None and not isinstance(task, task_lib.Task):
             raise ValueError(f"`task` must be a forklab.envs.tasks.Task (or None), got {type(task).__name__}")
         self.task = task if task is not None else task_lib.get_task(c.task, **c.task_kwargs)
@@ -202,12 +212,11 @@ class RLTrainer:
         texts = decode_responses(self.tokenizer, s.tokens, s.mask)
         score = self.task.graded_reward if c.graded_reward else self.task.reward
         rewards = torch.tensor([score(examples[i // c.group_size], t) for i, t in enumerate(texts)],
-                               dtype=torch.float32, device=device)
+                               dtype=s.logp.dtype, device=device)
         correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                device=device) > 0
         group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
-        return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp.float(),
-                    entropy=s.entropy.float(), hidden=s.hidden, rewards=rewards, correct=correct, group=group,
+        return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp, entropy=s.entropy, hidden=s.hidden, rewards=rewards, correct=correct, group=group,
                     texts=texts)
 
     # ------------------------------------------------------------------ one step
