@@ -216,7 +216,8 @@ class RLTrainer:
         correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                device=device) > 0
         group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
-        return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp, entropy=s.entropy, hidden=s.hidden, rewards=rewards, correct=correct, group=group,
+        return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp,
+                    entropy=s.entropy, hidden=s.hidden, rewards=rewards, correct=correct, group=group,
                     texts=texts)
 
     # ------------------------------------------------------------------ one step
