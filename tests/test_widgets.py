@@ -1,5 +1,8 @@
 """Widget wiring: the notebook widgets' callbacks driven through their ranges, no browser needed."""
 
+import json
+from pathlib import Path
+
 import matplotlib.figure
 import pytest
 
@@ -155,3 +158,16 @@ def test_interactive_rejects_unknown_and_missing_parameters():
 
     with pytest.raises(ValueError, match="parameter `x` of needs_x has no default"):
         widgets.interactive(needs_x, y=widgets.int_slider(1, 0, 3))
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("notebooks/[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_stored_widget_outputs_are_not_the_raw_repr(path):
+    """What an untrusted (freshly opened) notebook shows for a widget cell is its stored text/plain."""
+    for cell in json.loads(path.read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                text = "".join(data.get("text/plain", ""))
+                assert not text.startswith("interactive(children="), (
+                    f"{path.name}: a widget cell stores {text[:60]!r}…: re-execute it with the current forklab.widgets")

@@ -30,18 +30,23 @@ from IPython.display import Image
 __all__ = ["interactive", "Interactive", "int_slider", "float_slider", "dropdown"]
 
 
+_LABEL = {"description_width": "initial"}  # the whole label, not "correct le…"
+
+
 def int_slider(value: int, lo: int, hi: int, step: int = 1, description: str = "") -> W.IntSlider:
-    return W.IntSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False)
+    return W.IntSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False,
+                       style=_LABEL)
 
 
 def float_slider(value: float, lo: float, hi: float, step: float, description: str = "") -> W.FloatSlider:
     return W.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
-                         continuous_update=False, readout_format=".2f")
+                         continuous_update=False, readout_format=".2f", style=_LABEL)
 
 
 def dropdown(options, value=None, description: str = "") -> W.Dropdown:
     options = list(options)
-    return W.Dropdown(options=options, value=options[0] if value is None else value, description=description)
+    return W.Dropdown(options=options, value=options[0] if value is None else value, description=description,
+                      style=_LABEL)
 
 
 def _close(fig: matplotlib.figure.Figure) -> None:
