@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -162,7 +161,8 @@ def timing_report(request):
     if reporter is not None:
         reporter.write_line(f"\nbrowser test timings (also {ARTIFACTS / 'timings.json'}):")
         for name, t in TIMINGS.items():
-            reporter.write_line(f"  {name}: {t['total_s']:.0f} s (open {t['open_s']:.0f} s, cells {t['cells_s']:.0f} s, "
+            reporter.write_line(f"  {name}: {t['total_s']:.0f} s (open {t['open_s']:.0f} s, "
+                                f"cells {t['cells_s']:.0f} s, "
                                 f"{t['updates']} updates, median {t['median_update_s']:.2f} s, "
                                 f"max {t['max_update_s']:.2f} s)")
 
@@ -321,7 +321,7 @@ def test_every_widget_shows_its_plot_and_follows_the_keyboard(path, lab, browser
                 "notebook with the current forklab.widgets (make figures)")
         for index in cells_to_run(path):
             errors = page.evaluate(JS_RUN_CELL, [index, CELL_TIMEOUT_S * 1000])
-            assert not errors, f"cell {index} raised {errors} (a widget needs it: tag the cells it needs `widget-setup`)"
+            assert not errors, f"cell {index} raised {errors} (if a widget needs another cell, tag it `widget-setup`)"
         cells_done = time.monotonic()
 
         widgets = page.locator(".forklab-interactive")
