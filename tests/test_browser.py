@@ -151,20 +151,15 @@ def browser(sync_playwright, tmp_path_factory):
         context.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def timing_report(request):
-    yield
-    if not TIMINGS:
-        return
+def _report(request, name: str, t: dict) -> None:
+    """One line per notebook on the terminal (uncaptured), and all of them in timings.json."""
     (ARTIFACTS / "timings.json").write_text(json.dumps(TIMINGS, indent=1))
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"\nbrowser test timings (also {ARTIFACTS / 'timings.json'}):")
-        for name, t in TIMINGS.items():
-            reporter.write_line(f"  {name}: {t['total_s']:.0f} s (open {t['open_s']:.0f} s, "
-                                f"cells {t['cells_s']:.0f} s, "
-                                f"{t['updates']} updates, median {t['median_update_s']:.2f} s, "
-                                f"max {t['max_update_s']:.2f} s)")
+        reporter.ensure_newline()
+        reporter.write_line(f"{name}: {t['total_s']:.0f} s (open {t['open_s']:.0f} s, cells {t['cells_s']:.0f} s, "
+                            f"{t['widgets']} widget(s), {t['updates']} updates, median {t['median_update_s']:.2f} s, "
+                            f"max {t['max_update_s']:.2f} s)")
 
 
 # --- driving one notebook -----------------------------------------------------------------------------
@@ -266,7 +261,9 @@ def _drive_control(page, widget, control, what: str, timings: list[float]) -> No
         start = select.evaluate("s => s.selectedIndex")
         if len(options) < 2:
             return
-        step_key = "ArrowDown" if start < len(options) - 1 else "ArrowUp"
+        # Left/Right, not Up/Down: in command mode JupyterLab takes ArrowUp/Down on a focused <select> as
+        # "move to the next cell"; Chromium moves a closed <select> with Left/Right too.
+        step_key = "ArrowRight" if start < len(options) - 1 else "ArrowLeft"
         _press(page, widget, control, step_key, f"{what} ({step_key})", True, timings)
         if select.evaluate("s => s.selectedIndex") != len(options) - 1:
             _press(page, widget, control, "End", f"{what} (End)", False, timings)
@@ -299,7 +296,7 @@ def _drive_control(page, widget, control, what: str, timings: list[float]) -> No
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_every_widget_shows_its_plot_and_follows_the_keyboard(path, lab, browser):
+def test_every_widget_shows_its_plot_and_follows_the_keyboard(path, lab, browser, request):
     base, token = lab
     out = ARTIFACTS / path.stem
     shutil.rmtree(out, ignore_errors=True)
@@ -350,6 +347,7 @@ def test_every_widget_shows_its_plot_and_follows_the_keyboard(path, lab, browser
                               "widgets": expected, "updates": len(timings),
                               "median_update_s": sorted(timings)[len(timings) // 2] if timings else 0.0,
                               "max_update_s": max(timings, default=0.0), "update_s": [round(t, 2) for t in timings]}
+        _report(request, path.stem, TIMINGS[path.stem])
     except Exception:
         page.screenshot(path=out / "failure.png", full_page=True)
         raise
