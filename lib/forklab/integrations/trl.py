@@ -261,7 +261,8 @@ def trl_rl_run(chosen: dict[str, Recipe], load, task, steps: int, prompts_per_st
         args = GRPOConfig(output_dir=f"{out}/{name}" if run_dir is not None else out,
                           per_device_train_batch_size=rows // minibatches, gradient_accumulation_steps=minibatches,
                           num_generations=group_size, max_completion_length=max_new_tokens, learning_rate=lr,
-                          max_steps=steps * int(extra.get("num_iterations", 1)), seed=seed, logging_steps=1, report_to=[], save_strategy="no",
+                          max_steps=steps * int(extra.get("num_iterations", 1)), seed=seed, logging_steps=1,
+                          report_to=[], save_strategy="no",
                           use_cpu=str(device) == "cpu", bf16=dtype == torch.bfloat16,
                           disable_tqdm=not progress, **extra)
         trainer = ForklabGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
