@@ -59,11 +59,12 @@ def _log(p: Tensor) -> Tensor:
 def categorical_kl(p, q) -> Tensor:
     """KL(p‖q) = Σ_y p(y) log(p(y)/q(y)) over the last axis, with 0·log 0 = 0 (``inf`` if p ≰≪ q).
 
-    Shapes ``[..., K], [..., K] -> [...]``. Not a paper's formula; the helper every check here uses.
+    Shapes ``[..., K], [..., K] -> [...]``. Rounding can make the sum −1e-16 when p = q; it is clamped at 0.
+    Not a paper's formula; the helper every check here uses.
     """
     p, q = _distribution("p", p), _distribution("q", q)
     terms = torch.where(p > 0, p * (_log(p) - _log(q)), torch.zeros((), dtype=torch.float64))
-    return terms.sum(-1)
+    return terms.sum(-1).clamp_min(0.0)  # KL ≥ 0; the clamp only removes −1e-16 of rounding at p = q
 
 
 def tilted_optimum(ref_probs, rewards, beta: float) -> Tensor:

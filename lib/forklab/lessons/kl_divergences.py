@@ -210,9 +210,10 @@ def regularized_runs(beta: float = 0.1, steps: int = 1000, lr: float = 0.5,
     ``"rapo"`` is the forward KL to RAPO's reweighted reference π̃_0 ∝ π_0·exp(r/τ) (LOW). The step is
     the natural gradient of J on softmax logits, θ += lr·(r − β·f′(π/π_0)) (the f-DPG pseudo-reward
     plus the task reward); it has the same fixed points as vanilla PG but moves an arm of probability
-    1e-6 as fast as any other (each logit moves at most 10·lr per step, which changes no fixed point).
-    ``"dph"`` is the forward KL to π_0 restricted to the rewarded responses and renormalised (the
-    rehearsal set of DPH-RL: stored π_0 samples that solved their prompt; our reading). ``world``: ``(ref_probs [K], rewards [K])``, default
+    1e-6 as fast as any other (each logit moves at most 10·lr per step, which changes no fixed
+    point). ``"dph"`` is the forward KL to π_0 restricted to the rewarded responses and renormalised
+    (the rehearsal set of DPH-RL: stored π_0 samples that solved their prompt; our reading).
+    ``world``: ``(ref_probs [K], rewards [K])``, default
     :func:`strategies_bandit`'s.
     """
     if world is None:
@@ -274,8 +275,8 @@ def continuous_best_of_n_kl(n: int, nodes: int = 200) -> float:
     n = _checks.integer("n", n, 1)
     t, w = np.polynomial.legendre.leggauss(int(nodes))
     u = 0.5 * (t + 1)
-    density = n * u ** (n - 1)
-    return float(0.5 * np.sum(w * density * np.log(density)))
+    log_density = math.log(n) + (n - 1) * np.log(u)
+    return float(0.5 * np.sum(w * np.exp(log_density) * log_density))  # exp underflows to 0, never 0·log 0
 
 
 def best_of_n_table(ref_probs: Tensor, rewards: Tensor, ns=(1, 2, 4, 8, 16, 32, 64)) -> pd.DataFrame:
@@ -292,8 +293,8 @@ def best_of_n_table(ref_probs: Tensor, rewards: Tensor, ns=(1, 2, 4, 8, 16, 32, 
             row |= {"E r tilt": float(tilt @ rewards), "win tilt": float(al.win_rate(tilt, ref_probs, rewards)),
                     "KL(π_N‖φ)": float(al.categorical_kl(bon, tilt))}
         else:
-            row |= {"E r tilt": float(ref_probs @ rewards), "win tilt": float(al.win_rate(ref_probs, ref_probs, rewards)),
-                    "KL(π_N‖φ)": 0.0}
+            row |= {"E r tilt": float(ref_probs @ rewards),
+                    "win tilt": float(al.win_rate(ref_probs, ref_probs, rewards)), "KL(π_N‖φ)": 0.0}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -305,17 +306,18 @@ def estimator_figure(exact: pd.DataFrame, sampled: pd.DataFrame | None = None) -
     fig = matplotlib.figure.Figure(figsize=(10, 3.8))
     ax_mean, ax_std = fig.subplots(1, 2)
     ax_mean.plot(exact["drift"], exact["KL"], color="black", lw=2.5, label="KL(π‖π_ref), exact")
+    moved = exact[exact["drift"] > 0]  # every std is 0 at d = 0, off a log axis
     for color, kind in zip(PALETTE, ESTIMATORS, strict=False):
         ax_mean.plot(exact["drift"], exact[f"mean {kind}"], color=color, lw=1.5, ls="--", label=f"E[{kind}]")
-        ax_std.plot(exact["drift"], exact[f"std {kind}"], color=color, lw=1.8, label=f"std {kind}")
+        ax_std.plot(moved["drift"], moved[f"std {kind}"], color=color, lw=1.8, label=f"std {kind}")
         if sampled is not None:
             ax_mean.errorbar(sampled["drift"], sampled[f"mean {kind}"], yerr=2 * sampled[f"se {kind}"], fmt="o",
                              color=color, ms=4)
             ax_std.plot(sampled["drift"], sampled[f"std {kind}"], "o", color=color, ms=4)
     ax_mean.set(xlabel="drift d", ylabel="value (nats)", title="Bias: E[k] vs the true KL")
     ax_std.set(xlabel="drift d", ylabel="per-sample std (nats)", yscale="log", title="Noise of one sample")
-    ax_mean.legend(fontsize=9)
-    ax_std.legend(fontsize=9)
+    ax_mean.legend(fontsize=10)
+    ax_std.legend(fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -327,14 +329,16 @@ def divergence_figure(x: Tensor, target: Tensor, fits: dict[str, Tensor],
     fig = matplotlib.figure.Figure(figsize=(10, 3.8))
     ax_fit, ax_k = fig.subplots(1, 2)
     ax_fit.fill_between(x.numpy(), target.numpy(), color="0.8", label="target p")
-    for color, (name, pi) in zip(PALETTE, fits.items(), strict=False):
-        ax_fit.plot(x.numpy(), pi.numpy(), color=color, lw=2, label=f"min {name}")
+    for color, style, (name, pi) in zip(PALETTE, ("-", "--", "-", ":"), fits.items(), strict=False):
+        ax_fit.plot(x.numpy(), pi.numpy(), color=color, lw=2.2, ls=style, label=f"min {name}")
     ax_fit.set(xlabel="x", ylabel="probability", title="One bump fitted to two")
-    ax_fit.legend(fontsize=9)
+    ax_fit.legend(fontsize=10)
     for color, name in zip(PALETTE, passk.columns, strict=False):
         ax_k.plot(passk.index, passk[name], "o-", color=color, lw=1.8, ms=4, label=name)
     ax_k.set(xscale="log", xlabel="k", ylabel="pass@k over the problems", title="What the regulariser keeps")
-    ax_k.legend(fontsize=9)
+    ax_k.set_xticks(list(passk.index), [str(k) for k in passk.index])
+    ax_k.minorticks_off()
+    ax_k.legend(fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -347,11 +351,11 @@ def best_of_n_figure(table: pd.DataFrame) -> matplotlib.figure.Figure:
     ax_kl.plot(table["N"], table["log N − (N−1)/N"], color="black", lw=2.5, label="log N − (N−1)/N")
     ax_kl.plot(table["N"], table["KL(π_N‖p)"], "o--", color=PALETTE[0], label="KL(π_N‖p), exact")
     ax_kl.set(xscale="log", xlabel="N", ylabel="nats", title="Best-of-N's KL")
-    ax_kl.legend(fontsize=9)
+    ax_kl.legend(fontsize=10)
     ax_r.plot(table["KL(π_N‖p)"], table["E r tilt"], "-", color=PALETTE[1], lw=2, label="tilt φ_λ ∝ p·e^(λr)")
     ax_r.plot(table["KL(π_N‖p)"], table["E r best-of-N"], "o", color=PALETTE[0], label="best-of-N")
     ax_r.set(xlabel="KL to p (nats)", ylabel="expected reward", title="Reward at equal KL")
-    ax_r.legend(fontsize=9)
+    ax_r.legend(fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -372,15 +376,15 @@ def explore(drift: float = 1.0, beta: float = 0.5, n: int = 8) -> matplotlib.fig
         axes[0].bar(arms + (i - 1) * 0.27, kl_estimate(logp, ref_logp, kind).numpy(), width=0.27,
                     color=PALETTE[i], label=kind)
     axes[0].axhline(kl_true, color="black", lw=1.5, label=f"KL = {kl_true:.2f}")
-    axes[0].set(xlabel="sampled arm y", ylabel="estimate", title=f"k per arm, drift {drift:.2f}")
-    axes[0].legend(fontsize=8)
+    axes[0].set(xlabel="sampled arm y", ylabel="estimate", title=f"k per arm, drift {drift:.2f}", xticks=arms)
+    axes[0].legend(fontsize=9)
     bandit, ref = kl_bandit()
     optimum = al.tilted_optimum(ref, bandit.mean, beta)
     k = len(ref)
     axes[1].bar(np.arange(k) - 0.2, ref.numpy(), width=0.4, color=PALETTE[7], label="π_ref")
     axes[1].bar(np.arange(k) + 0.2, optimum.numpy(), width=0.4, color=PALETTE[2], label=f"π*, β = {beta:.2f}")
-    axes[1].set(xlabel="arm", ylabel="probability", title="π* = π_ref·exp(r/β)/Z")
-    axes[1].legend(fontsize=8)
+    axes[1].set(xlabel="arm", ylabel="probability", title="π* = π_ref·exp(r/β)/Z", xticks=np.arange(k))
+    axes[1].legend(fontsize=9)
     rewards = torch.linspace(0, 1, 40, dtype=torch.float64)
     p = torch.full((40,), 1 / 40, dtype=torch.float64)
     bon = al.best_of_n(p, rewards, n)
@@ -389,6 +393,6 @@ def explore(drift: float = 1.0, beta: float = 0.5, n: int = 8) -> matplotlib.fig
     axes[2].plot(rewards.numpy(), bon.numpy(), color=PALETTE[0], lw=2, label=f"best-of-{n}")
     axes[2].plot(rewards.numpy(), tilt.numpy(), color=PALETTE[1], lw=2, ls="--", label="tilt, same KL")
     axes[2].set(xlabel="reward", ylabel="probability", title=f"KL = {kl:.2f} nats")
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=9)
     fig.tight_layout()
     return fig
