@@ -10,10 +10,11 @@ show the raw ``interactive(children=…`` text. Then only the cells the widgets 
 up to the one that imports ``forklab`` (parameters + imports), cells tagged ``widget-setup``, and the
 cells that call ``widgets.interactive(``; strict nbval already executes every cell twice (``make test``
 and ``make test-portable``), so running them all here again would cost ~2 minutes a notebook for
-nothing new. ``FORKLAB_BROWSER_RUN_ALL=1`` runs every cell instead. For every widget and control: one
-step with an arrow key (the image must change), End, Home (an image, no message), then the start
-value back. Screenshots and per-notebook timings go to ``build/browser-test/`` (git-ignored), or to
-``$FORKLAB_BROWSER_ARTIFACTS``.
+nothing new. ``FORKLAB_BROWSER_RUN_ALL=1`` runs every cell instead. For every widget and slider: one step with
+an arrow key (the image must change), End, Home (an image, no message), then the start value back
+typed into the readout. Dropdowns are set through the DOM (next, last, first option): JupyterLab does
+not pass arrow keys to a focused ``<select>`` inside an output. Screenshots and per-notebook timings
+go to ``build/browser-test/`` (git-ignored), or to ``$FORKLAB_BROWSER_ARTIFACTS``.
 
 Missing Chromium or Playwright FAILS with the reason (``make setup`` installs both; as root it apt-installs
 Chromium); set
@@ -261,14 +262,18 @@ def _drive_control(page, widget, control, what: str, timings: list[float]) -> No
         start = select.evaluate("s => s.selectedIndex")
         if len(options) < 2:
             return
-        # Left/Right, not Up/Down: in command mode JupyterLab takes ArrowUp/Down on a focused <select> as
-        # "move to the next cell"; Chromium moves a closed <select> with Left/Right too.
-        step_key = "ArrowRight" if start < len(options) - 1 else "ArrowLeft"
-        _press(page, widget, control, step_key, f"{what} ({step_key})", True, timings)
-        if select.evaluate("s => s.selectedIndex") != len(options) - 1:
-            _press(page, widget, control, "End", f"{what} (End)", False, timings)
-        if select.evaluate("s => s.selectedIndex") != 0:
-            _press(page, widget, control, "Home", f"{what} (Home)", False, timings)
+        # Chosen through the DOM, not the keyboard: in JupyterLab a focused <select> inside an output does not
+        # take arrow keys (Up/Down are notebook shortcuts, Left/Right were ignored in our runs).
+        for index, label in ((start + 1 if start < len(options) - 1 else start - 1, "next option"),
+                             (len(options) - 1, "last option"), (0, "first option")):
+            if select.evaluate("s => s.selectedIndex") == index:
+                continue
+            before_n, before_image = _updates(widget), _image(widget)
+            select.select_option(index=index)
+            timings.append(_wait_for_update(page, widget, before_n, f"{what} ({label})"))
+            image = _check_shown(page, widget, f"{what} ({label})")
+            if label == "next option" and image == before_image:
+                raise Failure(f"{what} ({label}): the displayed image did not change")
         if select.evaluate("s => s.selectedIndex") != start:
             before = _updates(widget)
             select.select_option(index=start)
