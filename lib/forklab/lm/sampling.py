@@ -6,17 +6,17 @@ Used by the tiny-LM experiments (``RLTrainer`` rollouts and evaluation, distilla
 real-LM cells. One entry point, :func:`sample` (and :func:`greedy`), with two backends that return the
 same :class:`Samples`:
 
-- ``"fast"``: :mod:`forklab.lm.prefix_tree` running :class:`~forklab.lm.llama_runner.TinyLlamaRunner`,
+- ``"fast"``: :mod:`forklab.lm._prefix_tree` running :class:`~forklab.lm._llama_runner.TinyLlamaRunner`,
   a lean pure-torch Llama forward pass with a static KV cache; each distinct prompt is prefilled once
   and the G samples of a prompt are decoded as a prefix tree. Greedy outputs equal ``generate``'s.
-- ``"generate"``: :mod:`forklab.lm.generate_backend`, ``model.generate`` for any other model, with the
+- ``"generate"``: :mod:`forklab.lm._generate_backend`, ``model.generate`` for any other model, with the
   same outputs computed from its raw logits.
 
 ``backend="auto"`` takes the fast path for every ``LlamaForCausalLM`` (SmolLM2 included) and
 ``generate`` for everything else. :func:`pass_at_k` scores the samples; :func:`hapo_temperature_fn`
 is HAPO's per-token temperature hook.
 
-Batch layout (left padding, :mod:`forklab.lm.layout`)::
+Batch layout (left padding, :mod:`forklab.lm._layout`)::
 
     prompt_ids   [B, Lp]   PAD PAD  1   +   2   =          prompt_mask  F F T T T T
     tokens       [B, T]    3   ;   PAD PAD                mask         T T F F
@@ -56,19 +56,19 @@ from torch import Tensor
 from forklab import _checks
 
 # ``x as x``: internals that lived here before the split, still importable from here (tests, benchmarks).
-# To patch the decoder's constants (``_COMPACT_FRACTION``, ...) patch ``forklab.lm.prefix_tree`` itself.
-from forklab.lm.generate_backend import _sample_generate
-from forklab.lm.layout import _response_mask as _response_mask
-from forklab.lm.layout import position_ids_from_mask
-from forklab.lm.llama_runner import _STATIC_ROPE as _STATIC_ROPE
-from forklab.lm.llama_runner import TinyLlamaRunner, _is_fast_supported
-from forklab.lm.prefix_tree import _decode_fast as _decode_fast
-from forklab.lm.prefix_tree import _sample_fast
-from forklab.lm.prefix_tree import _unique_prompts as _unique_prompts
-from forklab.lm.token_choice import TemperatureFn, _Chooser
-from forklab.lm.token_choice import _check_temperatures as _check_temperatures
-from forklab.lm.token_choice import _draw as _draw
-from forklab.lm.token_choice import _top_p_filter as _top_p_filter
+# To patch the decoder's constants (``_COMPACT_FRACTION``, ...) patch ``forklab.lm._prefix_tree`` itself.
+from forklab.lm._generate_backend import _sample_generate
+from forklab.lm._layout import _response_mask as _response_mask
+from forklab.lm._layout import position_ids_from_mask
+from forklab.lm._llama_runner import _STATIC_ROPE as _STATIC_ROPE
+from forklab.lm._llama_runner import TinyLlamaRunner, _is_fast_supported
+from forklab.lm._prefix_tree import _decode_fast as _decode_fast
+from forklab.lm._prefix_tree import _sample_fast
+from forklab.lm._prefix_tree import _unique_prompts as _unique_prompts
+from forklab.lm._token_choice import TemperatureFn, _Chooser
+from forklab.lm._token_choice import _check_temperatures as _check_temperatures
+from forklab.lm._token_choice import _draw as _draw
+from forklab.lm._token_choice import _top_p_filter as _top_p_filter
 from forklab.surrogates import hapo_entropy_stats
 
 __all__ = [

@@ -1,7 +1,7 @@
 """TinyLlamaRunner: a lean pure-torch Llama forward pass with a static KV cache (the fast sampling backend).
 
 Introduced in ``notebooks/00_tour.ipynb``; used by :func:`forklab.lm.sampling.sample` through
-:mod:`forklab.lm.prefix_tree`.
+:mod:`forklab.lm._prefix_tree`.
 
 It reads the weights of a ``transformers`` ``LlamaForCausalLM`` (RMSNorm, rotary embeddings,
 grouped-query attention, SiLU MLP) and decodes with a preallocated static KV cache. Its logits equal
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from forklab.lm.layout import position_ids_from_mask
+from forklab.lm._layout import position_ids_from_mask
 
 __all__ = ["TinyLlamaRunner"]
 

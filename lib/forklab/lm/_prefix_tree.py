@@ -1,7 +1,7 @@
 """The fast sampling backend: prompts prefilled once, G samples decoded as a prefix tree.
 
 Introduced in ``notebooks/00_tour.ipynb``; called by :func:`forklab.lm.sampling.sample` for every
-``LlamaForCausalLM``. It runs :class:`~forklab.lm.llama_runner.TinyLlamaRunner`, drops rows that have
+``LlamaForCausalLM``. It runs :class:`~forklab.lm._llama_runner.TinyLlamaRunner`, drops rows that have
 stopped from the batch, and does not repeat work the rows of an RL batch share: each distinct prompt
 is prefilled once, and the samples of a prompt that still agree token for token are decoded as one
 row (a prefix tree whose nodes split, copying their cache row, where the samples diverge).
@@ -38,9 +38,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from forklab.lm.layout import _response_mask
-from forklab.lm.llama_runner import TinyLlamaRunner
-from forklab.lm.token_choice import _Chooser
+from forklab.lm._layout import _response_mask
+from forklab.lm._llama_runner import TinyLlamaRunner
+from forklab.lm._token_choice import _Chooser
 
 #: The fast path keeps every step's raw logits and computes logp/entropy once at the end when the
 #: ``[B, T, V]`` buffer has at most this many entries (2²⁴ floats = 64 MiB), else step by step.

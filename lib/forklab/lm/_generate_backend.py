@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from forklab.lm.layout import _response_mask
-from forklab.lm.token_choice import _Chooser
+from forklab.lm._layout import _response_mask
+from forklab.lm._token_choice import _Chooser
 
 
 def _sample_generate(model, ids, mask, max_new_tokens, chooser: _Chooser, stop, pad, return_hidden) -> dict:
-    """Sample with ``model.generate``; returns the same dict as ``prefix_tree._decode_fast``.
+    """Sample with ``model.generate``; returns the same dict as ``_prefix_tree._decode_fast``.
 
     Algorithm: build a blank ``GenerationConfig`` (the model's own would add its eos token, top-k and
     penalties) with ``output_logits=True``; a per-token temperature hook runs as a logits processor
