@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab.ops import masked_mean
 
 __all__ = ["MODES", "token_weights", "aggregate"]
 
@@ -53,8 +54,7 @@ def _sequence_advantage(adv: Tensor, mask: Tensor) -> Tensor:
             raise ValueError(f"`adv` must have shape [{mask.shape[0]}] or {list(mask.shape)}, got {list(adv.shape)}")
         return adv
     _checks.same_shape("mask", mask, "adv", adv)
-    counts = mask.sum(1).clamp(min=1)
-    return torch.where(mask, adv, torch.zeros((), dtype=adv.dtype)).sum(1) / counts
+    return masked_mean(adv, mask, dim=1)
 
 
 def token_weights(mask: Tensor, mode: str = "token-mean", adv: Tensor | None = None, group: Tensor | None = None,

@@ -15,8 +15,10 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._objective_inputs import _log_ratio, _masked, _mean, _prepare, _share
 from forklab.aggregation import aggregate
-from forklab.surrogates import _log_ratio, _masked, _prepare, ppo_clip
+from forklab.ops import masked_mean
+from forklab.surrogates import ppo_clip
 
 __all__ = [
     "entropy_top_mask",
@@ -98,9 +100,7 @@ def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
     """
     logp, _, adv, mask = _prepare(logp, None, adv, mask)
     lp, a = logp.detach(), adv.detach()
-    n = mask.sum()
-    lp_mean = _masked(lp, mask).sum() / n
-    a_mean = _masked(a, mask).sum() / n
+    lp_mean, a_mean = masked_mean(lp, mask), masked_mean(a, mask)
     return _masked((lp - lp_mean) * (a - a_mean), mask)
 
 
@@ -129,7 +129,7 @@ def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low:
         chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:n_clip].to(candidates.device)]
         keep[chosen] = 0.0
     keep = keep.reshape(mask.shape)
-    metrics["clip_cov/frac"] = float(((keep == 0) & mask).sum() / mask.sum())
+    metrics["clip_cov/frac"] = _share((keep == 0) & mask, mask)
     loss = loss * keep
     return (loss, metrics) if return_metrics else loss
 
@@ -155,8 +155,7 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: 
     selected[flat.topk(k).indices] = True
     selected = selected.reshape(mask.shape) & mask
     loss = -adv * ratio + kl_coef * delta.abs() * selected
-    metrics = {"kl_cov/frac": float(selected.sum() / mask.sum()),
-               "ppo_kl": float(_masked(delta.detach().abs(), mask).sum() / mask.sum())}
+    metrics = {"kl_cov/frac": _share(selected, mask), "ppo_kl": _mean(delta.detach().abs(), mask)}
     loss = _masked(loss, mask)
     return (loss, metrics) if return_metrics else loss
 
@@ -216,7 +215,7 @@ def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp
     regularised = -adv * ratio + beta * k3
     loss = _masked(torch.where(selected, regularised, base), mask)
     if return_metrics:
-        return loss, {"lp_reg/frac": float(selected.sum() / mask.sum())}
+        return loss, {"lp_reg/frac": _share(selected, mask)}
     return loss
 
 

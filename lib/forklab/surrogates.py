@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._objective_inputs import _LOG_RATIO_CLAMP, _log_ratio, _masked, _mean, _prepare, _share
+from forklab.ops import masked_mean
 
 __all__ = [
     "reinforce",
@@ -48,43 +50,6 @@ __all__ = [
     "ratio_metrics",
 ]
 
-_LOG_RATIO_CLAMP = 20.0
-
-
-# ----------------------------------------------------------------------------------- helpers
-def _prepare(logp, old_logp, adv, mask) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    logp = _checks.floating("logp", logp)
-    if logp.dim() != 2:
-        raise ValueError(f"`logp` must have shape [B, T], got {list(logp.shape)}")
-    mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("logp", logp, "mask", mask)
-    if old_logp is not None:
-        old_logp = _checks.floating("old_logp", old_logp).to(logp.dtype)
-        _checks.same_shape("logp", logp, "old_logp", old_logp)
-    adv = _checks.floating("adv", adv).to(logp.dtype)
-    if adv.dim() == 1 and adv.shape[0] == logp.shape[0]:
-        adv = adv[:, None].expand_as(logp)
-    elif adv.shape != logp.shape:
-        raise ValueError(f"`adv` must have shape [{logp.shape[0]}] or {list(logp.shape)}, got {list(adv.shape)}")
-    if not mask.any():
-        raise ValueError("`mask` is empty: no token to compute a loss for")
-    return logp, old_logp, adv, mask
-
-
-def _masked(loss: Tensor, mask: Tensor) -> Tensor:
-    return torch.where(mask, loss, torch.zeros((), dtype=loss.dtype))
-
-
-def _log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
-    # off-mask positions get δ = 0 so that garbage there cannot produce inf·0 = NaN gradients
-    delta = torch.where(mask, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype))
-    return delta.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
-
-
-def _mean(x: Tensor, mask: Tensor) -> float:
-    return float(torch.where(mask, x, torch.zeros((), dtype=x.dtype)).sum() / mask.sum())
-
-
 def ratio_metrics(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=0.2) -> dict[str, float]:
     """What TRL/verl log about a clipped ratio, over the valid tokens.
 
@@ -98,12 +63,11 @@ def ratio_metrics(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_hig
         adv = adv[:, None].expand_as(r)
     low = (r < 1 - eps_low) & (adv < 0) & mask
     high = (r > 1 + eps_high) & (adv > 0) & mask
-    n = mask.sum()
     return {
         "ratio/mean": _mean(r, mask),
-        "clip_ratio/low_mean": float(low.sum() / n),
-        "clip_ratio/high_mean": float(high.sum() / n),
-        "clip_ratio/region_mean": float((low | high).sum() / n),
+        "clip_ratio/low_mean": _share(low, mask),
+        "clip_ratio/high_mean": _share(high, mask),
+        "clip_ratio/region_mean": _share(low | high, mask),
     }
 
 
@@ -160,7 +124,7 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
             raise ValueError(f"`dual_clip` must be > 1, got {dual_clip}")
         capped = torch.minimum(loss, -adv * c)
         if return_metrics:
-            metrics["pg_clipfrac_lower"] = float(((adv < 0) & (loss > -adv * c) & mask).sum() / mask.sum())
+            metrics["pg_clipfrac_lower"] = _share((adv < 0) & (loss > -adv * c) & mask, mask)
         loss = torch.where(adv < 0, capped, loss)
     if return_metrics:
         metrics["ppo_kl"] = _mean(-delta.detach(), mask)
@@ -168,8 +132,8 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
 
 
 def _sequence_log_ratio(delta: Tensor, mask: Tensor) -> Tensor:
-    lengths = mask.sum(1, keepdim=True).clamp(min=1).to(delta.dtype)
-    return _masked(delta, mask).sum(1, keepdim=True) / lengths
+    """Per-sequence mean log-ratio ``[B, 1]`` (log of GSPO's length-normalised sequence ratio)."""
+    return masked_mean(delta, mask, dim=1)[:, None]
 
 
 def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 3e-4,
@@ -271,11 +235,10 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     delta = _log_ratio(logp, old_logp, mask)
-    lengths = mask.sum(1).clamp(min=1).to(delta.dtype)
-    seq_adv = _masked(adv, mask).sum(1) / lengths
+    seq_adv = masked_mean(adv, mask, dim=1)
     sign = torch.sign(seq_adv)[:, None]
     clipped = sign * torch.minimum(sign * delta, sign * delta.clamp(-eps_low, eps_high))
-    rho = torch.exp(_masked(clipped, mask).sum(1) / lengths)
+    rho = torch.exp(masked_mean(clipped, mask, dim=1))
     loss = (-seq_adv * rho)[:, None].expand_as(logp)
     metrics = {}
     if return_metrics:
