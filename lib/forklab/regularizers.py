@@ -16,6 +16,7 @@ from torch import Tensor
 
 from forklab import _checks
 from forklab._objective_inputs import _log_ratio, _masked, _mean, _prepare, _share
+from forklab._registry import objective
 from forklab.aggregation import aggregate
 from forklab.ops import masked_mean
 from forklab.surrogates import ppo_clip
@@ -104,6 +105,7 @@ def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
     return _masked((lp - lp_mean) * (a - a_mean), mask)
 
 
+@objective("clip_cov", label="Clip-Cov", notebook="05_entropy_interventions")
 def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
              eps_high: float | None = None, clip_ratio: float = 2e-4, cov_lb: float = 1.0, cov_ub: float = 5.0,
              generator: torch.Generator | None = None, return_metrics: bool = False):
@@ -134,6 +136,7 @@ def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low:
     return (loss, metrics) if return_metrics else loss
 
 
+@objective("kl_cov", label="KL-Cov", notebook="05_entropy_interventions")
 def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: float = 2e-3, kl_coef: float = 1.0,
            return_metrics: bool = False):
     """KL-Cov: a |log-ratio| penalty on the top-covariance tokens, no PPO clipping (arXiv 2505.22617, §4.5).
@@ -182,6 +185,7 @@ def minp_proxy_logprobs(logits: Tensor, tokens: Tensor, kappa: float = 0.02, tem
     return torch.log_softmax(filtered, -1).gather(-1, tokens.long()[..., None])[..., 0].to(logits.dtype)
 
 
+@objective("lp_reg", needs=("proxy_logp",), label="Lp-Reg", notebook="05_entropy_interventions")
 def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp: Tensor, neg_ratio: float = 0.01,
            beta: float = 1.0, eps_low: float = 1.0, eps_high: float = 9.0, return_metrics: bool = False):
     """Lp-Reg: protect rare but plausible tokens of negative samples (arXiv 2510.03222; formulas.md, HIGH code).

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from forklab import _checks
 from forklab._objective_inputs import _LOG_RATIO_CLAMP, _log_ratio, _masked, _mean, _prepare, _share
+from forklab._registry import objective
 from forklab.ops import masked_mean
 
 __all__ = [
@@ -77,6 +78,7 @@ def _out(loss, mask, metrics, return_metrics):
 
 
 # -------------------------------------------------------------------------------- surrogates
+@objective("reinforce", label="REINFORCE", notebook="01_policy_gradients_and_advantages")
 def reinforce(logp: Tensor, adv: Tensor, mask: Tensor, return_metrics: bool = False):
     """Plain policy gradient, no ratio and no clip: ℓ = −A · log π_θ(y_t).
 
@@ -90,6 +92,7 @@ def reinforce(logp: Tensor, adv: Tensor, mask: Tensor, return_metrics: bool = Fa
     return _out(-adv * logp, mask, metrics, return_metrics)
 
 
+@objective("ppo_clip", label="PPO clip", notebook="03_ratios_and_clipping")
 def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=None,
              dual_clip: float | None = None, return_metrics: bool = False):
     """PPO's clipped surrogate with asymmetric clips (DAPO clip-higher) and optional dual-clip.
@@ -137,6 +140,7 @@ def _sequence_log_ratio(delta: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(delta, mask, dim=1)[:, None]
 
 
+@objective("gspo", label="GSPO", notebook="03_ratios_and_clipping")
 def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 3e-4,
          eps_high: float = 4e-4, return_metrics: bool = False):
     """GSPO: clip the length-normalised *sequence* ratio (Zheng et al., arXiv 2507.18071).
@@ -164,6 +168,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     return _out(loss, mask, metrics, return_metrics)
 
 
+@objective("sapo", label="SAPO", notebook="03_ratios_and_clipping")
 def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: float = 1.0, tau_neg: float = 1.05,
          return_metrics: bool = False):
     """SAPO's soft gate instead of a hard clip (Soft Adaptive Policy Optimization, arXiv 2511.20347).
@@ -190,6 +195,7 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: flo
     return _out(loss, mask, metrics, return_metrics)
 
 
+@objective("cispo", label="CISPO", notebook="03_ratios_and_clipping")
 def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
           eps_high: float | None = None, convention: str = "verl", return_metrics: bool = False):
     """CISPO: clip the importance-sampling *weight*, never the gradient (MiniMax-M1, arXiv 2506.13585).
@@ -220,6 +226,7 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     return _out(loss, mask, metrics, return_metrics)
 
 
+@objective("gmpo", label="GMPO", notebook="03_ratios_and_clipping")
 def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
          return_metrics: bool = False):
     """GMPO: maximise the *geometric* mean of token ratios, clipped per token in log space (arXiv 2507.20673).
@@ -266,6 +273,7 @@ def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     return _masked(w.clamp(0, 1), mask)
 
 
+@objective("dhpo", label="DHPO (LOW)", notebook="03_ratios_and_clipping")
 def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, eps_token: float = 0.2,
          eps_seq: float = 0.2, return_metrics: bool = False):
     """DHPO: mix the token ratio and the sequence ratio, each clipped in its own range (arXiv 2601.05607).
@@ -342,6 +350,7 @@ def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -
     return _masked(h_hat, _checks.bool_mask("mask", mask))
 
 
+@objective("hapo_clip", needs=("entropy",), label="HAPO clip", notebook="03_ratios_and_clipping")
 def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, eps_low: float = 0.2,
               eps_high: float = 0.2, alpha: float = 1.0, dual_clip: float | None = 3.0, pivot: float = 0.8,
               return_metrics: bool = False):
@@ -381,6 +390,7 @@ def prefix_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     return _masked(delta.cumsum(1), mask)
 
 
+@objective("minpro", label="MinPRO (LOW)", notebook="03_ratios_and_clipping")
 def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
            eps_high: float | None = None, include_current: bool = False, return_metrics: bool = False):
     """MinPRO: weight each token's clipped loss by the smallest token ratio of its prefix (arXiv 2601.22718).

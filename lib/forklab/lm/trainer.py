@@ -255,11 +255,13 @@ class RLTrainer:
         logits, logp, _ = policy_forward(self.model, r["prompt_ids"][rows], r["prompt_mask"][rows], r["tokens"][rows],
                                          r["mask"][rows], c.temperature)
         mask = r["mask"][rows]
-        entropy = entropy_from_logits(logits) if self._needs_entropy() else r["entropy"][rows]
+        needs = self.recipe.needs()
+        # the recipe reads the current policy's entropy (with its gradient, for a bonus): recompute it
+        entropy = entropy_from_logits(logits) if "entropy" in needs else r["entropy"][rows]
         batch = Batch(logp=logp, mask=mask, group=r["group"][rows], rewards=r["rewards"][rows],
                       old_logp=r["old_logp"][rows], ref_logp=None if ref_logp is None else ref_logp[rows],
                       entropy=entropy, tokens=r["tokens"][rows], adv=adv[rows])
-        if self.recipe.surrogate == "lp_reg":
+        if "proxy_logp" in needs:
             batch.proxy_logp = minp_proxy_logprobs(logits.detach(), r["tokens"][rows])
         loss, metrics = self.recipe.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -268,11 +270,6 @@ class RLTrainer:
         self.optimizer.step()
         metrics["loss"] = float(loss.detach())
         return metrics
-
-    def _needs_entropy(self) -> bool:
-        r = self.recipe
-        return bool(r.entropy_coef) or r.entropy_top_ratio is not None or r.surrogate == "hapo_clip" \
-            or r.token_weighting == "steer" or bool(r.hapo_redistribution)
 
     # ------------------------------------------------------------------ loops
     def evaluate(self) -> dict[str, float]:
