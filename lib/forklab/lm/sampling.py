@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._hapo_entropy import hapo_entropy_stats
 
 # ``x as x``: internals that lived here before the split, still importable from here (tests, benchmarks).
 # To patch the decoder's constants (``_COMPACT_FRACTION``, ...) patch ``forklab.lm._prefix_tree`` itself.
@@ -69,7 +70,6 @@ from forklab.lm._token_choice import TemperatureFn, _Chooser
 from forklab.lm._token_choice import _check_temperatures as _check_temperatures
 from forklab.lm._token_choice import _draw as _draw
 from forklab.lm._token_choice import _top_p_filter as _top_p_filter
-from forklab.surrogates import hapo_entropy_stats
 
 __all__ = [
     "Samples",
