@@ -3,11 +3,17 @@
 Introduced in ``notebooks/00_tour.ipynb``; every trainer and notebook experiment takes a
 :class:`Recipe`. A recipe turns a :class:`Batch` of scored rollouts into ``(loss, metrics)``:
 
-    adv   = recipe.advantages(batch)                    # [B] (or [B, T] for HAPO's redistribution)
-    keep  = batch.mask & entropy_top_mask(...)          # forking-token mask, if any
-    ℓ     = surrogate(logp, old_logp, adv, keep, ...)   # [B, T] per-token loss
-    ℓ     = ℓ · token_weights                           # STEER λ, if any
-    loss  = aggregate(ℓ, keep, mode) − c_H·agg(H) + β·agg(KL(π‖π_ref))
+    adv   = recipe.advantages(batch)                          # [B], the registered estimator
+    keep  = recipe.token_mask(batch)                          # batch.mask ∧ forking-token mask, if any
+    adv   = recipe.token_advantages(batch, adv, old, keep)    # HAPO's redistribution [B, T], if any
+    ℓ     = recipe.per_token_loss(batch, adv, old, keep)      # [B, T], the registered surrogate
+    ℓ     = recipe.weight_tokens(batch, ℓ, adv, old, keep)    # STEER λ / GTPO weights, if any
+    L     = recipe.aggregate(ℓ, keep, adv, group)             # the registered aggregation mode
+    loss  = recipe.regularise(batch, L, adv, keep)            # L − c_H·agg(H) + β·agg(KL(π‖π_ref))
+
+Estimators, surrogates and modes are looked up by name in one registry (``@objective`` and friends,
+re-exported here; :func:`names`, :func:`registered`), so a newly registered part works in a
+:class:`Recipe`, the trainers and the lessons without touching this file (``docs/conventions.md``).
 
 Presets by name (:func:`get`): ``grpo``, ``dr_grpo``, ``dapo``, ``gspo``, ``sapo``, ``cispo``,
 ``ba``, ``forking20``, ``clip_cov``, ``kl_cov``, ``hapo``, ``steer``, ``lp_reg``. Each preset's
