@@ -236,6 +236,11 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     ``convention="trl"``: w = min(r, ε_high) with ε_high an *absolute* cap, default 5.0 (TRL
     ``loss_type="cispo"``, ScaleRL's recommendation; TRL's own default ε_high = ε = 0.2 caps every
     weight at 0.2 if forgotten). Unlike PPO, clipped tokens keep a gradient: −sg[w]·A·∇log π.
+
+    Metric ``cispo_clip_ratio`` follows TRL (``GRPOTrainer._compute_loss``: ``(coef_1 > epsilon_high)
+    & (advantages > 0)``, a mean over the valid tokens): the share of tokens whose weight hits the
+    *upper* cap while A > 0, i.e. the tokens whose push up is damped. The upper cap is 1 + ε_high
+    (verl) or ε_high (trl); tokens held at the lower bound, or with A ≤ 0, are not counted.
     """
     _checks.choice("convention", convention, {"verl", "trl"})
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
@@ -243,19 +248,21 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     if convention == "verl":
         eps_high = eps_low if eps_high is None else eps_high
         weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-        clipped = weight != ratio
+        cap = 1 + eps_high
     else:
         eps_high = 5.0 if eps_high is None else _checks.positive("eps_high", eps_high)
         weight = torch.clamp(ratio, max=eps_high)
-        clipped = ratio > eps_high
+        cap = eps_high
     loss = -weight * adv * logp
     metrics = {}
     if return_metrics:
-        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float((clipped & mask).sum() / mask.sum())}
+        # TRL's definition: share of valid tokens whose weight is capped from above *and* whose A > 0
+        clipped = (ratio > cap) & (adv > 0) & mask
+        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float(clipped.sum() / mask.sum())}
     return _out(loss, mask, metrics, return_metrics)
 
 
-def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
+def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.4, eps_high: float = 0.4,
          return_metrics: bool = False):
     """GMPO: maximise the *geometric* mean of token ratios, clipped per token in log space (arXiv 2507.20673).
 
@@ -268,6 +275,10 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     A sequence-level loss: every valid token of sequence i carries the value ℓ_i, so
     ``aggregate(..., "seq-mean-token-mean")`` gives verl's plain mean over sequences (verl
     ``loss_mode="geo_mean"`` ignores ``loss_agg_mode``). Ā_i is the masked mean of ``adv``.
+
+    ε are *log-space* bounds: default ±0.4, i.e. token ratios in (e^−0.4, e^0.4) = (0.670, 1.492), as
+    in the official scripts (``CLIPRANGE=0.4``) and verl's example (``clip_ratio_low = clip_ratio_high
+    = 0.4`` with ``loss_mode=geo_mean``). HIGH: paper, official code and verl agree. Notebook 03.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     delta = _log_ratio(logp, old_logp, mask)
