@@ -206,8 +206,10 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: flo
     .. math:: f_\\tau(r) = \\frac{4}{\\tau}\\,\\sigma\\big(\\tau (r - 1)\\big), \\qquad \\ell = -f_\\tau(r)\\,A,
               \\qquad \\tau = \\tau_{pos} \\text{ if } A > 0 \\text{ else } \\tau_{neg}
 
-    f'_τ(r) = 4σ(1−σ) equals 1 at r = 1 (the on-policy gradient is −A∇log π) and decays smoothly as
-    r leaves 1, so far-off-policy tokens fade instead of being cut. τ_neg > τ_pos because negative
+    The gradient is −f'_τ(r)·r·A∇log π with f'_τ = 4σ(1−σ): the weight c(r) = 4σ(1−σ)·r equals 1 at
+    r = 1 (the on-policy gradient), *rises above 1* for r > 1 (for τ = 1 it peaks at c ≈ 1.57 near
+    r ≈ 2.06 and falls back to 1 only near r ≈ 3.47), and decays to 0 only far out; below r = 1 it
+    shrinks smoothly. Nothing is cut, unlike a hard clip. τ_neg > τ_pos because negative
     updates spread mass to many unsampled tokens. verl ``loss_mode="sapo"`` and TRL
     ``loss_type="sapo"`` agree (``tau_pos``/``tau_neg``; TRL ``sapo_temperature_pos/neg``), both with
     seq-mean-token-mean aggregation. Metrics: ``ratio/mean`` and ``sapo/gate_slope_mean`` (mean f').
