@@ -172,7 +172,7 @@ def bapo_clip_bounds(ratio, adv, mask, target: float = 1.0, low_range=(0.6, 0.8)
 def _grid(bounds, step) -> list[float]:
     lo, hi = float(bounds[0]), float(bounds[1])
     n = int(math.floor((hi - lo) / step + 1e-9))
-    points = [lo + k * step for k in range(n + 1)]
+    points = [round(lo + k * step, 12) for k in range(n + 1)]  # 0.6 + 4·0.05 is 0.8, not 0.8000000000000002
     return points if points[-1] >= hi - 1e-12 else [*points, hi]
 
 

@@ -303,11 +303,11 @@ def clipping_figure(curves: pd.DataFrame, bias: pd.DataFrame, histories: dict,
     ax_bias.set(xlabel="staleness: KL(π_old ‖ π_θ)", ylabel="‖E[ĝ] − ∇J‖ / ‖∇J‖",
                 title="(b) surrogate bias vs staleness (exact)")
     ax_bias.legend(fontsize=9.5)
-    smooth = lambda xs: np.convolve(xs, np.ones(9) / 9, mode="valid")  # noqa: E731
+    window = max(1, min([9, *(len(h) for h in histories.values())]))
     for i, (name, history) in enumerate(histories.items()):
-        ax_lm.plot(np.arange(9, len(history) + 1), smooth([h["entropy"] for h in history]), color=PALETTE[i],
-                   label=name)
-    ax_lm.set(xlabel="GRPO step (2 epochs × 2 minibatches each)", ylabel="token entropy (9-step mean)",
+        smoothed = np.convolve([h["entropy"] for h in history], np.ones(window) / window, mode="valid")
+        ax_lm.plot(np.arange(window, len(history) + 1), smoothed, color=PALETTE[i], label=name)
+    ax_lm.set(xlabel="GRPO step (2 epochs × 2 minibatches each)", ylabel=f"token entropy ({window}-step mean)",
               title="(c) tiny LM: entropy per objective")
     ax_lm.legend(fontsize=9.5)
     for ax in (ax_bias, ax_lm):
