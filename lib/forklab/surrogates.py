@@ -302,7 +302,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
 def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     """Entropy-guided mixing weight for :func:`dhpo`: batch min–max normalised token entropy in [0, 1].
 
-    LOW confidence reconstruction (formulas.md §7): high-entropy (forking) tokens lean on their own
+    LOW confidence reconstruction (docs/formulas.md, Notebook 03): high-entropy (forking) tokens lean on their own
     token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
     """
     entropy = _checks.floating("entropy", entropy)
@@ -320,7 +320,7 @@ def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, 
          eps_seq: float = 0.2, return_metrics: bool = False):
     """DHPO: mix the token ratio and the sequence ratio, each clipped in its own range (arXiv 2601.05607).
 
-    **LOW confidence — a reconstruction from the abstract** (formulas.md §7; the code was "to be
+    **LOW confidence — a reconstruction from the abstract** (docs/formulas.md, Notebook 03; the code was "to be
     released"). Implemented as documented there, PPO-style pessimistic:
 
     .. math::
@@ -372,7 +372,9 @@ def hapo_entropy_stats(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> dic
 
 
 def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> Tensor:
-    """HAPO's token-entropy normalisation ĥ ∈ [−1, 1] (``compute_entropy_h``; formulas.md §6, HIGH as implemented).
+    """HAPO's token-entropy normalisation ĥ ∈ [−1, 1] (``compute_entropy_h``; HIGH as implemented).
+
+    Formula reference: docs/formulas.md, Notebook 03.
 
     .. math::
         \\ell_t = \\log H_t,\\; m = Q_{pivot}(\\ell),\\; \\sigma = \\sqrt{\\mathrm{mean}_t(\\ell_t - m)^2},\\;
@@ -384,7 +386,7 @@ def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -
     it scales the negative side by 1/min(h<0), a negative number, which makes every ĥ ≥ 0 and
     disables the ε_low branch of :func:`hapo_clip` — we follow the documented intent, 1/|min|; and one
     reading of it divides by the masked std around the mean rather than the RMS around the pivot used
-    here (formulas.md §6). ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
+    here (docs/formulas.md, Notebook 03). ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
     """
     stats = hapo_entropy_stats(entropy, mask, pivot)
     h = (entropy.double().clamp(min=1e-8).log() - stats["m"]) / stats["sigma"]
@@ -406,7 +408,7 @@ def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy
     Low-entropy (confident, possibly noisy) tokens may drop further; high-entropy tokens may rise
     further. ĥ from :func:`hapo_normalized_entropy`; then :func:`ppo_clip` with per-token ε and
     dual-clip (HAPO's loss is "the usual dual-clip PPO"; c = 3.0 as verl). HIGH as implemented in
-    the HAPO repository (formulas.md §6). ``entropy``: ``[B, T]`` of the rollout policy.
+    the HAPO repository (docs/formulas.md, Notebook 03). ``entropy``: ``[B, T]`` of the rollout policy.
     """
     h_hat = hapo_normalized_entropy(entropy, mask, pivot)
     e_low = torch.where(h_hat <= 0, eps_low * (1 - alpha * h_hat), torch.full_like(h_hat, eps_low))
@@ -465,7 +467,9 @@ def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: f
 
 def hapo_redistribute(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, beta: float = 1.0,
                       eps_low: float = 0.2, eps_high: float = 0.2, pivot: float = 0.8) -> Tensor:
-    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; formulas.md §6, HIGH as implemented).
+    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; HIGH as implemented).
+
+    Formula reference: docs/formulas.md, Notebook 03.
 
     .. math:: A'_t = A_t (1 + \\beta \\hat h_t), \\qquad N = (1 - \\epsilon_{low}/2,\\; 1 + \\epsilon_{high}/2)
 
