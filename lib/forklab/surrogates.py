@@ -177,8 +177,10 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: flo
     .. math:: f_\\tau(r) = \\frac{4}{\\tau}\\,\\sigma\\big(\\tau (r - 1)\\big), \\qquad \\ell = -f_\\tau(r)\\,A,
               \\qquad \\tau = \\tau_{pos} \\text{ if } A > 0 \\text{ else } \\tau_{neg}
 
-    f'_τ(r) = 4σ(1−σ) equals 1 at r = 1 (the on-policy gradient is −A∇log π) and decays smoothly as
-    r leaves 1, so far-off-policy tokens fade instead of being cut. τ_neg > τ_pos because negative
+    The gradient is −f'_τ(r)·r·A∇log π with f'_τ = 4σ(1−σ): the weight c(r) = 4σ(1−σ)·r equals 1 at
+    r = 1 (the on-policy gradient), *rises above 1* for r > 1 (for τ = 1 it peaks at c ≈ 1.57 near
+    r ≈ 2.06 and falls back to 1 only near r ≈ 3.47), and decays to 0 only far out; below r = 1 it
+    shrinks smoothly. Nothing is cut, unlike a hard clip. τ_neg > τ_pos because negative
     updates spread mass to many unsampled tokens. verl ``loss_mode="sapo"`` and TRL
     ``loss_type="sapo"`` agree (``tau_pos``/``tau_neg``; TRL ``sapo_temperature_pos/neg``), both with
     seq-mean-token-mean aggregation. Metrics: ``ratio/mean`` and ``sapo/gate_slope_mean`` (mean f').
@@ -208,6 +210,11 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     ``convention="trl"``: w = min(r, ε_high) with ε_high an *absolute* cap, default 5.0 (TRL
     ``loss_type="cispo"``, ScaleRL's recommendation; TRL's own default ε_high = ε = 0.2 caps every
     weight at 0.2 if forgotten). Unlike PPO, clipped tokens keep a gradient: −sg[w]·A·∇log π.
+
+    Metric ``cispo_clip_ratio`` follows TRL (``GRPOTrainer._compute_loss``: ``(coef_1 > epsilon_high)
+    & (advantages > 0)``, a mean over the valid tokens): the share of tokens whose weight hits the
+    *upper* cap while A > 0, i.e. the tokens whose push up is damped. The upper cap is 1 + ε_high
+    (verl) or ε_high (trl); tokens held at the lower bound, or with A ≤ 0, are not counted.
     """
     _checks.choice("convention", convention, {"verl", "trl"})
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
@@ -215,20 +222,22 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     if convention == "verl":
         eps_high = eps_low if eps_high is None else eps_high
         weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-        clipped = weight != ratio
+        cap = 1 + eps_high
     else:
         eps_high = 5.0 if eps_high is None else _checks.positive("eps_high", eps_high)
         weight = torch.clamp(ratio, max=eps_high)
-        clipped = ratio > eps_high
+        cap = eps_high
     loss = -weight * adv * logp
     metrics = {}
     if return_metrics:
-        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float((clipped & mask).sum() / mask.sum())}
+        # TRL's definition: share of valid tokens whose weight is capped from above *and* whose A > 0
+        clipped = (ratio > cap) & (adv > 0) & mask
+        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float(clipped.sum() / mask.sum())}
     return _out(loss, mask, metrics, return_metrics)
 
 
 @objective("gmpo", label="GMPO", notebook="03_ratios_and_clipping")
-def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
+def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.4, eps_high: float = 0.4,
          return_metrics: bool = False):
     """GMPO: maximise the *geometric* mean of token ratios, clipped per token in log space (arXiv 2507.20673).
 
@@ -241,6 +250,10 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     A sequence-level loss: every valid token of sequence i carries the value ℓ_i, so
     ``aggregate(..., "seq-mean-token-mean")`` gives verl's plain mean over sequences (verl
     ``loss_mode="geo_mean"`` ignores ``loss_agg_mode``). Ā_i is the masked mean of ``adv``.
+
+    ε are *log-space* bounds: default ±0.4, i.e. token ratios in (e^−0.4, e^0.4) = (0.670, 1.492), as
+    in the official scripts (``CLIPRANGE=0.4``) and verl's example (``clip_ratio_low = clip_ratio_high
+    = 0.4`` with ``loss_mode=geo_mean``). HIGH: paper, official code and verl agree. Notebook 03.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     delta = _log_ratio(logp, old_logp, mask)
@@ -260,7 +273,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
 def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     """Entropy-guided mixing weight for :func:`dhpo`: batch min–max normalised token entropy in [0, 1].
 
-    LOW confidence reconstruction (formulas.md §7): high-entropy (forking) tokens lean on their own
+    LOW confidence reconstruction (docs/formulas.md, Notebook 03): high-entropy (forking) tokens lean on their own
     token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
     """
     entropy = _checks.floating("entropy", entropy)
@@ -279,7 +292,7 @@ def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, 
          eps_seq: float = 0.2, return_metrics: bool = False):
     """DHPO: mix the token ratio and the sequence ratio, each clipped in its own range (arXiv 2601.05607).
 
-    **LOW confidence — a reconstruction from the abstract** (formulas.md §7; the code was "to be
+    **LOW confidence — a reconstruction from the abstract** (docs/formulas.md, Notebook 03; the code was "to be
     released"). Implemented as documented there, PPO-style pessimistic:
 
     .. math::
@@ -322,7 +335,7 @@ def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy
     Low-entropy (confident, possibly noisy) tokens may drop further; high-entropy tokens may rise
     further. ĥ from :func:`hapo_normalized_entropy`; then :func:`ppo_clip` with per-token ε and
     dual-clip (HAPO's loss is "the usual dual-clip PPO"; c = 3.0 as verl). HIGH as implemented in
-    the HAPO repository (formulas.md §6). ``entropy``: ``[B, T]`` of the rollout policy.
+    the HAPO repository (docs/formulas.md, Notebook 03). ``entropy``: ``[B, T]`` of the rollout policy.
     """
     h_hat = hapo_normalized_entropy(entropy, mask, pivot)
     e_low = torch.where(h_hat <= 0, eps_low * (1 - alpha * h_hat), torch.full_like(h_hat, eps_low))
@@ -382,7 +395,9 @@ def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: f
 
 def hapo_redistribute(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, beta: float = 1.0,
                       eps_low: float = 0.2, eps_high: float = 0.2, pivot: float = 0.8) -> Tensor:
-    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; formulas.md §6, HIGH as implemented).
+    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; HIGH as implemented).
+
+    Formula reference: docs/formulas.md, Notebook 03.
 
     .. math:: A'_t = A_t (1 + \\beta \\hat h_t), \\qquad N = (1 - \\epsilon_{low}/2,\\; 1 + \\epsilon_{high}/2)
 
