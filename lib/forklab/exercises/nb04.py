@@ -80,7 +80,8 @@ def check_npg_entropy_change(fn) -> Feedback:
                             [f"case '{case}': your function modified its inputs"])
         if not math.isclose(got_f, want, rel_tol=1e-6, abs_tol=1e-12):
             return Feedback("natural-PG entropy change", False,
-                            [f"case '{case}': expected {want:.6g}, got {got_f:.6g}", f"hint: {_hint(got_f, want, case, z, a, lr)}"])
+                            [f"case '{case}': expected {want:.6g}, got {got_f:.6g}",
+                             f"hint: {_hint(got_f, want, case, z, a, lr)}"])
         lines.append(f"{case}: {want:+.4g} ✓")
     return Feedback("natural-PG entropy change", True, lines)
 
