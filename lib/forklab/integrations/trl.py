@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - trl is an optional dependency
     raise ImportError("forklab.integrations.trl needs TRL: `pip install trl` (the project pins it in "
                       "requirements.lock)") from exc
 
-__all__ = ["ForklabGRPOTrainer", "hf_tokenizer", "task_dataset", "grpo_config", "GRPOConfig"]
+__all__ = ["ForklabGRPOTrainer", "hf_tokenizer", "task_dataset", "grpo_config", "trl_rl_run", "GRPOConfig"]
 
 #: Recipe advantage estimators TRL computes itself, and the ``scale_rewards`` that matches each.
 _TRL_ADVANTAGES = {"grpo": "group", "dr_grpo": "none"}
@@ -68,18 +68,9 @@ def hf_tokenizer(char_tokenizer):
     ``skip_special_tokens=True``, which drops it, so reward functions should read ``completion_ids``
     (as :func:`task_dataset`'s does), not the decoded text.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = getattr(char_tokenizer, "alphabet", None)
-    if not isinstance(alphabet, str):
-        raise ValueError("`char_tokenizer` must be a forklab CharTokenizer (with an `alphabet`)")
-    vocab = {"<pad>": char_tokenizer.pad_id, **{c: i + 1 for i, c in enumerate(alphabet)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
-    tok.decoder = decoders.Fuse()  # characters join without spaces
-    eos = char_tokenizer.eos if char_tokenizer.eos is not None else None
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token=eos, padding_side="left")
+    if not callable(getattr(char_tokenizer, "to_hf", None)):
+        raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
+    return char_tokenizer.to_hf()
 
 
 def task_dataset(task, char_tokenizer, split: str = "train", size: int = 512, seed: int = 0):
@@ -192,3 +183,82 @@ def grpo_config(output_dir: str, **overrides) -> GRPOConfig:
                     logging_steps=1, report_to=[], save_strategy="no", temperature=1.0, beta=0.0, bf16=False)
     return GRPOConfig(output_dir=output_dir, **(defaults | overrides))
 
+
+
+# ---------------------------------------------------------------------------------------------- real runs
+#: ``RLConfig`` fields that ``trl_rl_run`` maps onto ``GRPOConfig`` (the rest have no TRL counterpart here).
+RLCONFIG_TO_TRL = {"inner_epochs": "num_iterations", "temperature": "temperature", "top_p": "top_p",
+                   "grad_clip": "max_grad_norm", "weight_decay": "weight_decay", "minibatches": None}
+
+
+def _data_and_reward(task, examples, tokenizer, system: str | None):
+    """``(processing_class, Dataset, reward_function)`` for ``task``'s ``examples`` and a model's tokenizer."""
+    from datasets import Dataset
+
+    char = not hasattr(tokenizer, "apply_chat_template")  # a forklab CharTokenizer
+    processing = hf_tokenizer(tokenizer) if char else tokenizer
+    chat = not char and getattr(tokenizer, "chat_template", None) is not None
+
+    def prompt_of(text: str):
+        if not chat:
+            return text
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+    def text_of(completion, ids) -> str:
+        if char:  # forklab's decode keeps the `;` that ends a response (TRL's decoded text drops it)
+            return tokenizer.decode(list(ids))
+        return completion if isinstance(completion, str) else completion[-1]["content"]
+
+    def reward(prompts, completions, completion_ids, example, **kwargs):
+        texts = [text_of(c, ids) for c, ids in zip(completions, completion_ids, strict=True)]
+        return [float(task.reward(examples[i], t)) for i, t in zip(example, texts, strict=True)]
+
+    reward.__name__ = f"{task.name}_reward"
+    data = Dataset.from_list([{"prompt": prompt_of(e.prompt), "example": i} for i, e in enumerate(examples)])
+    return processing, data, reward
+
+
+def trl_rl_run(chosen: dict[str, Recipe], load, task, steps: int, prompts_per_step: int, group_size: int,
+               max_new_tokens: int, lr: float, seed: int, device, dtype, run_dir=None, overrides=None,
+               system: str | None = None, progress: bool = True) -> dict[str, list[dict]]:
+    """The TRL engine of ``forklab.lm.real_run.real_rl_run`` (which validates the arguments and calls this).
+
+    Each recipe trains a fresh ``load()`` model with :class:`ForklabGRPOTrainer` for ``steps`` rollouts, as
+    ``RLTrainer`` counts steps: one step = ``prompts_per_step × group_size`` completions, then
+    ``inner_epochs`` (TRL's ``num_iterations``) optimizer steps on them, each over ``minibatches``
+    micro-batches (gradient accumulation). TRL logs a rollout's metrics on its first optimizer step. Prompts are
+    the task's training split, as chat messages when the tokenizer has a chat template; the reward is
+    ``task.reward`` on the decoded completion. Returns ``{recipe: [per-step metrics]}`` in TRL's names
+    (``reward``, ``entropy``, ``completions/mean_length``, ``clip_ratio/*``, ...) plus ``step``.
+    """
+    import tempfile
+
+    overrides = dict(overrides or {})
+    unsupported = sorted(set(overrides) - set(RLCONFIG_TO_TRL))
+    if unsupported:
+        raise ValueError(f"`config_overrides`: {unsupported} have no TRL counterpart in engine='trl'; supported: "
+                         f"{sorted(RLCONFIG_TO_TRL)} (or use engine='forklab')")
+    rows = prompts_per_step * group_size
+    minibatches = int(overrides.pop("minibatches", max(1, rows // 16)))
+    if minibatches < 1 or rows % minibatches:
+        raise ValueError(f"`config_overrides['minibatches']` must divide the {rows} completions of a step evenly")
+    extra = {RLCONFIG_TO_TRL[k]: v for k, v in overrides.items()}
+    examples = task.make_split("train", max(4 * prompts_per_step * steps, 64), seed=seed)
+    histories: dict[str, list[dict]] = {}
+    for name, recipe in chosen.items():
+        model, tokenizer = load()
+        processing, data, reward = _data_and_reward(task, examples, tokenizer, system)
+        out = str(run_dir) if run_dir is not None else tempfile.mkdtemp(prefix=f"forklab-trl-{name}-")
+        args = GRPOConfig(output_dir=f"{out}/{name}" if run_dir is not None else out,
+                          per_device_train_batch_size=rows // minibatches, gradient_accumulation_steps=minibatches,
+                          num_generations=group_size, max_completion_length=max_new_tokens, learning_rate=lr,
+                          max_steps=steps * int(extra.get("num_iterations", 1)), seed=seed, logging_steps=1,
+                          report_to=[], save_strategy="no",
+                          use_cpu=str(device) == "cpu", bf16=dtype == torch.bfloat16,
+                          disable_tqdm=not progress, **extra)
+        trainer = ForklabGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
+                                     processing_class=processing, recipe=recipe)
+        trainer.train()
+        histories[name] = [h for h in trainer.state.log_history if "reward" in h]
+        del trainer, model
+    return histories
