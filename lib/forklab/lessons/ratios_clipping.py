@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from forklab import recipes
 from forklab import surrogates as sur
 from forklab.aggregation import aggregate
 from forklab.envs import seqpolicy as sp
@@ -38,22 +39,33 @@ __all__ = [
 
 def objectives(eps: float = 0.2, eps_high: float = 0.28, dual_clip: float = 3.0, tau_pos: float = 1.0,
                tau_neg: float = 1.05, gspo_eps: tuple[float, float] = (3e-4, 4e-4)) -> dict[str, Callable]:
-    """Name → ``f(logp, old_logp, adv, mask) -> per-token loss [B, T]``, each a :mod:`forklab.surrogates` call.
+    """Label → ``f(logp, old_logp, adv, mask) -> per-token loss [B, T]``: every registered clipping rule.
 
-    GSPO-token is GSPO fed a per-token advantage ``[B, T]`` (its documented switch).
+    Read from the registry: each surrogate registered for notebook 03 that needs nothing beyond
+    ``(logp, old_logp, adv, mask)``, in registration order, under its label. The lesson's settings
+    reach the rules that take them (below); a newly registered rule appears with its own defaults.
+    PPO clip is also shown as clip-higher and dual-clip, and GSPO as GSPO-token (GSPO fed a
+    per-token advantage ``[B, T]``, its documented switch).
     """
-    return {
-        "PPO clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps),
-        "clip-higher (DAPO)": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, eps_high=eps_high),
-        "dual-clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, dual_clip=dual_clip),
-        "GSPO": lambda lp, old, a, m: sur.gspo(lp, old, a, m, *gspo_eps),
-        "GSPO-token": lambda lp, old, a, m: sur.gspo(lp, old, a[:, None].expand_as(lp).clone(), m, *gspo_eps),
-        "SAPO": lambda lp, old, a, m: sur.sapo(lp, old, a, m, tau_pos=tau_pos, tau_neg=tau_neg),
-        "CISPO": lambda lp, old, a, m: sur.cispo(lp, old, a, m, eps_low=eps, eps_high=eps_high),
-        "GMPO": lambda lp, old, a, m: sur.gmpo(lp, old, a, m, eps_low=eps, eps_high=eps),
-        "DHPO (LOW)": lambda lp, old, a, m: sur.dhpo(lp, old, a, m, eps_token=eps, eps_seq=eps),
-        "MinPRO (LOW)": lambda lp, old, a, m: sur.minpro(lp, old, a, m, eps_low=eps),
+    settings = {"ppo_clip": dict(eps_low=eps), "gspo": dict(eps_low=gspo_eps[0], eps_high=gspo_eps[1]),
+                "sapo": dict(tau_pos=tau_pos, tau_neg=tau_neg), "cispo": dict(eps_low=eps, eps_high=eps_high),
+                "gmpo": dict(eps_low=eps, eps_high=eps), "dhpo": dict(eps_token=eps, eps_seq=eps),
+                "minpro": dict(eps_low=eps)}
+    variants = {
+        "ppo_clip": {"clip-higher (DAPO)": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps,
+                                                                             eps_high=eps_high),
+                     "dual-clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, dual_clip=dual_clip)},
+        "gspo": {"GSPO-token": lambda lp, old, a, m: sur.gspo(lp, old, a[:, None].expand_as(lp).clone(), m,
+                                                              *gspo_eps)},
     }
+    out: dict[str, Callable] = {}
+    for name, entry in recipes.registered("surrogate").items():
+        if entry.notebook != "03_ratios_and_clipping" or entry.needs:
+            continue
+        kw = settings.get(name, {})
+        out[entry.label] = lambda lp, old, a, m, fn=entry.fn, kw=kw: fn(lp, old, a, m, **kw)
+        out |= variants.get(name, {})
+    return out
 
 
 def gradient_weights(fn: Callable, log_ratio: Tensor, adv: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -214,7 +226,6 @@ def lm_objective_runs(presets=("grpo", "dapo_clip", "gspo", "sapo", "cispo"), st
     ``(histories, summary DataFrame)``.
     """
     import forklab
-    from forklab import recipes
     from forklab.lm.models import load_tiny
     from forklab.lm.trainer import RLConfig, RLTrainer
 
