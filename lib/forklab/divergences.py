@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab.ops import _topk_indices
 
 __all__ = ["forward_kl", "reverse_kl", "jsd", "total_variation"]
 
@@ -48,7 +49,7 @@ def _log_probs(student_logits, teacher_logits, temperature: float, top_k: int | 
     if top_k is not None:
         if int(top_k) != top_k or not 1 <= top_k <= s.shape[-1]:
             raise ValueError(f"`top_k` must be an integer in [1, {s.shape[-1]}] or None, got {top_k!r}")
-        idx = t.topk(int(top_k), dim=-1).indices
+        idx = _topk_indices(t, int(top_k), dim=-1)
         s, t = s.gather(-1, idx), t.gather(-1, idx)
     return torch.log_softmax(s, -1), torch.log_softmax(t, -1)
 
