@@ -275,6 +275,8 @@ class RLTrainer:
         # the dynamic batch holds only mixed groups; other recipes train on every group (no gradient
         # flows from a degenerate group's zero advantages anyway)
         keep_groups = torch.arange(len(r["group"]) // c.group_size, device=device)
+        if not len(keep_groups):  # dynamic sampling found no mixed group within its budget: no update this step
+            r = seen
         adv = self.recipe.advantages(Batch(logp=r["old_logp"], mask=r["mask"], group=r["group"],
                                            rewards=r["rewards"]))
         if c.log_covariance:
