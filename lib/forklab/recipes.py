@@ -88,17 +88,27 @@ class Batch:
 
 
 def overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float = 1.0) -> Tensor:
-    """DAPO's soft overlong punishment, added to the reward (arXiv 2503.14476, HIGH).
+    """DAPO's soft overlong punishment, added to the reward (arXiv 2503.14476, eq. 13; HIGH).
 
-    .. math:: R_{len}(y) = \\min\\Big(-\\frac{|y| - (L_{max} - L_{buf})}{L_{buf}}\\cdot f,\\; 0\\Big)
+    .. math::
 
-    i.e. 0 up to L_max − L_buf, a linear ramp to −f at L_max (and below beyond). Paper: L_max =
-    20480, L_buf = 4096. ``lengths [B]`` → ``[B]``.
+        R_{len}(y) = \\begin{cases} 0 & |y| \\le L_{max} - L_{buf} \\\\
+                     \\frac{(L_{max} - L_{buf}) - |y|}{L_{buf}}\\cdot f & L_{max} - L_{buf} < |y| \\le L_{max} \\\\
+                     -f & |y| > L_{max} \\end{cases}
+
+    i.e. 0 up to L_max − L_buf, a linear ramp to −f at L_max, −f beyond (the paper's third case;
+    verl's ``overlong_buffer`` reward manager never sees |y| > L_max because generation stops
+    there). Paper: L_max = 20480, L_buf = 4096, f = 1. verl: ``reward_model.overlong_buffer.len``
+    and ``.penalty_factor``; not in TRL. ``lengths [B]`` → ``[B]``. :class:`forklab.lm.trainer.RLTrainer`
+    applies it when the recipe sets ``overlong_buffer`` (the ``dapo`` preset).
     """
     lengths = _checks.floating("lengths", lengths)
     if not 0 < buffer <= max_len:
         raise ValueError(f"`buffer` must lie in (0, max_len], got {buffer}")
-    return torch.clamp(-(lengths - (max_len - buffer)) / buffer * factor, max=0.0)
+    if factor < 0:
+        raise ValueError(f"`factor` must be >= 0, got {factor}")
+    ramp = -(lengths - (max_len - buffer)) / buffer * factor
+    return torch.clamp(ramp, min=-factor, max=0.0)
 
 
 _ADV_INPUTS = ("rewards", "group")
@@ -117,8 +127,12 @@ class Recipe:
     function's keyword settings (checked against its signature); ``aggregation``: a registered mode
     of :mod:`forklab.aggregation`; ``entropy_top_ratio``: keep only that top share of tokens by
     entropy (80/20); ``token_weighting``: ``None``, ``"steer"`` or ``"gtpo"``; ``hapo_redistribution``:
-    β of HAPO's differential advantage redistribution (0 = off); ``dynamic_sampling``: a flag for
-    trainers (DAPO: drop groups whose rewards are all equal).
+    β of HAPO's differential advantage redistribution (0 = off); ``dynamic_sampling``: for trainers
+    (DAPO): resample until the batch holds ``prompts_per_step`` groups whose rewards are not all equal
+    (at most ``RLConfig.dynamic_sampling_max_extra`` extra rollouts); ``overlong_buffer``: DAPO's soft
+    overlong punishment, L_buf as a fraction of the generation budget L_max (the trainer's
+    ``max_new_tokens``; DAPO: 4096 / 20480 = 0.2), ``None`` = off; ``overlong_factor``: its penalty f at
+    L_max. See :func:`overlong_penalty`.
     """
 
     name: str = "custom"
@@ -136,6 +150,8 @@ class Recipe:
     kl_coef: float = 0.0
     kl_kind: str = "k3"
     dynamic_sampling: bool = False
+    overlong_buffer: float | None = None
+    overlong_factor: float = 1.0
 
     def __post_init__(self):
         parts = (("advantage", self.advantage, "advantage_kwargs", self.advantage_kwargs, _ADV_INPUTS),
@@ -149,6 +165,11 @@ class Recipe:
         registry.lookup("aggregation", self.aggregation)
         if self.token_weighting is not None:
             _checks.choice("token_weighting", self.token_weighting, {"steer", "gtpo"})
+        if self.overlong_buffer is not None and not 0 < self.overlong_buffer <= 1:
+            raise ValueError(f"`overlong_buffer` must lie in (0, 1] (a fraction of max_new_tokens), "
+                             f"got {self.overlong_buffer}")
+        if self.overlong_factor < 0:
+            raise ValueError(f"`overlong_factor` must be >= 0, got {self.overlong_factor}")
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -272,11 +293,15 @@ def dr_grpo() -> Recipe:
 
 
 def dapo() -> Recipe:
-    """DAPO (arXiv 2503.14476): clip-higher ε_low = 0.2 / ε_high = 0.28, token-mean, no KL, dynamic
-    sampling (resample until groups are mixed; trainers honour ``dynamic_sampling``), overlong
-    shaping with L_max 20480 / L_buf 4096 (:func:`overlong_penalty`, applied to rewards), G = 16."""
+    """DAPO (arXiv 2503.14476): clip-higher ε_low = 0.2 / ε_high = 0.28, token-mean, no KL, and, in
+    :class:`~forklab.lm.trainer.RLTrainer`: dynamic sampling (extra rollouts until the batch holds
+    ``prompts_per_step`` groups with mixed rewards, degenerate groups dropped, at most
+    ``RLConfig.dynamic_sampling_max_extra`` extra rollouts) and soft overlong punishment added to the
+    rewards (:func:`overlong_penalty`, L_buf = 0.2 · L_max as in the paper's 4096 / 20480, f = 1,
+    L_max = the trainer's ``max_new_tokens``). The paper's G = 16 is a trainer setting
+    (``RLConfig(group_size=16)``); the preset does not change the group size."""
     return Recipe("dapo", "grpo", {}, "ppo_clip", {"eps_low": 0.2, "eps_high": 0.28}, "token-mean",
-                  dynamic_sampling=True)
+                  dynamic_sampling=True, overlong_buffer=0.2, overlong_factor=1.0)
 
 
 def gspo() -> Recipe:
@@ -302,8 +327,8 @@ def ba() -> Recipe:
 
 
 def forking20() -> Recipe:
-    """Beyond the 80/20 Rule (arXiv 2506.01939): DAPO (0.2 / 0.28, token-mean, dynamic sampling)
-    with gradients only through the top ρ = 20% tokens by entropy in the batch."""
+    """Beyond the 80/20 Rule (arXiv 2506.01939): DAPO (0.2 / 0.28, token-mean, dynamic sampling,
+    overlong punishment) with gradients only through the top ρ = 20% tokens by entropy in the batch."""
     return dapo().replace(name="forking20", entropy_top_ratio=0.2)
 
 
