@@ -229,3 +229,18 @@ def test_pairwise_loss_bad_input():
         opr.pairwise_consistency_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), weights=torch.ones(2))
     with pytest.raises(ValueError, match="tau"):
         opr.pairwise_consistency_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), tau=0.0)
+
+
+def test_spo_closed_form_update_equals_sequential_recursion():
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 4, (30,), generator=gen)
+    r = (torch.rand(30, generator=gen) < 0.5).double()
+    fast, slow = SingleStreamBaseline(4), SingleStreamBaseline(4)
+    fast.update(ids, r)
+    slow.update(ids, r, rho=torch.full((30,), 0.875, dtype=F64))  # the per-entry (loop) path
+    alpha, beta = [0.5] * 4, [0.5] * 4  # by hand
+    for x, reward in zip(ids.tolist(), r.tolist(), strict=True):
+        alpha[x], beta[x] = 0.875 * alpha[x] + reward, 0.875 * beta[x] + 1 - reward
+    for tracker in (fast, slow):
+        torch.testing.assert_close(tracker.alpha, torch.tensor(alpha, dtype=F64))
+        torch.testing.assert_close(tracker.beta, torch.tensor(beta, dtype=F64))

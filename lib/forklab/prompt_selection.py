@@ -109,7 +109,9 @@ class SingleStreamBaseline:
         """α ← ρα + r, β ← ρβ + (1 − r) for each (prompt, reward) in order; ``rho`` float or ``[B]``
         (default ``rho_min``, the official "constant" mode; see :func:`spo_rho` for the adaptive one)."""
         ids, r = self._check(prompt_ids, rewards)
-        rho = torch.full_like(r, self.rho_min) if rho is None else _checks.floating("rho", rho).double().expand_as(r)
+        if rho is None or isinstance(rho, (int, float)):
+            return self._update_constant(ids, r, self.rho_min if rho is None else float(rho))
+        rho = _checks.floating("rho", rho).double().expand_as(r)
         if ((rho <= 0) | (rho >= 1)).any():
             raise ValueError("`rho` must lie in (0, 1)")
         alpha, beta = self.alpha.clone(), self.beta.clone()
@@ -117,6 +119,22 @@ class SingleStreamBaseline:
             alpha[x] = decay * alpha[x] + reward
             beta[x] = decay * beta[x] + 1 - reward
         self.alpha, self.beta = alpha, beta
+
+    def _update_constant(self, ids: Tensor, r: Tensor, rho: float) -> None:
+        """The same recursion in closed form: a prompt seen m times gets ρ^m α + Σ_j ρ^(m−1−c_j) r_j,
+        c_j = how many earlier entries of the batch had the same prompt."""
+        if not 0 < rho < 1:
+            raise ValueError(f"`rho` must lie in (0, 1), got {rho}")
+        order = torch.argsort(ids, stable=True)
+        sorted_ids = ids[order]
+        counts = torch.bincount(ids, minlength=self.num_prompts).double()
+        starts = torch.cumsum(counts, 0) - counts
+        occurrence = torch.empty_like(r)
+        occurrence[order] = torch.arange(len(ids), dtype=torch.float64) - starts[sorted_ids]
+        decay = torch.pow(rho, counts[ids] - 1 - occurrence)
+        keep = torch.pow(rho, counts)
+        self.alpha = keep * self.alpha + torch.zeros_like(self.alpha).index_add_(0, ids, decay * r)
+        self.beta = keep * self.beta + torch.zeros_like(self.beta).index_add_(0, ids, decay * (1 - r))
 
 
 class PromptReplay:
