@@ -24,7 +24,8 @@ def spo_rho(divergence: Tensor, rho_min: float = 0.875, rho_max: float = 0.96, h
 
     ``divergence`` ``[n]`` ≥ 0 is D_x, the token-mean |log π_then − log π_now| of the prompt's last
     stored response: the more the policy moved, the faster the old statistics are forgotten.
-    Paper and confidence as in :class:`SingleStreamBaseline`.
+    Returns ``[n]``. Paper (arXiv 2509.13232), verl name (``recipe/spo``, ``_get_spo_rho``) and confidence
+    (HIGH) as in :class:`SingleStreamBaseline`. Notebook 01.
     """
     d = _checks.floating("divergence", divergence).double()
     if (d < 0).any():
@@ -49,6 +50,15 @@ class SingleStreamBaseline:
 
     With a constant ρ the effective count α + β tends to 1/(1 − ρ) (8 for ρ = 0.875) and, for a fixed
     pass rate p, E[p̂] tends to p. Rewards are 0/1 (``r ∈ [0, 1]``). The batch std is the unbiased one.
+
+    ============  ==================================================
+    argument      shape
+    ============  ==================================================
+    prompt_ids    ``[B]`` long in [0, num_prompts), repeats allowed
+    rewards       ``[B]`` float in [0, 1]
+    advantages    returns ``[B]`` float64
+    alpha, beta   state, ``[num_prompts]`` float64
+    ============  ==================================================
 
     Paper: "Single-stream Policy Optimization" (Xu, Ding), arXiv 2509.13232. verl: ``recipe/spo``
     (``spo_ray_trainer.py``); not in TRL. Confidence: HIGH (official code). ``offline_N`` and the
@@ -149,7 +159,8 @@ class PromptReplay:
 
     A replayed prompt is sampled again with the current policy, so training stays on-policy; only the
     choice of prompts changes. Defaults are the authors' run script: fraction ½, cooldown 5,
-    max_reuse 5, window [0.24, 0.7].
+    max_reuse 5, window [0.24, 0.7]. ``observe`` takes prompt ids and their pass rates (two sequences of
+    equal length); ``select`` returns a list of ``prompts_per_step`` ids.
 
     Paper: "Prompt replay: speeding up GRPO with on-policy reuse of high-signal prompts" (Baroian,
     Berger), arXiv 2603.21177. Not in verl/TRL (the authors' open-instruct fork,

@@ -234,7 +234,7 @@ def offpolicy_demo(rewards, anchor, behaviours: dict[str, list[float]], tau: flo
         opt = torch.optim.LBFGS([theta], max_iter=100, tolerance_grad=1e-12, tolerance_change=1e-15,
                                 line_search_fn="strong_wolfe")
 
-        def closure(mu=mu):
+        def closure(mu=mu, theta=theta, opt=opt):
             opt.zero_grad()
             loss = opr.pairwise_consistency_loss(torch.log_softmax(theta, 0), anchor.log(), r, tau, weights=mu)
             loss.backward()
