@@ -68,18 +68,9 @@ def hf_tokenizer(char_tokenizer):
     ``skip_special_tokens=True``, which drops it, so reward functions should read ``completion_ids``
     (as :func:`task_dataset`'s does), not the decoded text.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = getattr(char_tokenizer, "alphabet", None)
-    if not isinstance(alphabet, str):
-        raise ValueError("`char_tokenizer` must be a forklab CharTokenizer (with an `alphabet`)")
-    vocab = {"<pad>": char_tokenizer.pad_id, **{c: i + 1 for i, c in enumerate(alphabet)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
-    tok.decoder = decoders.Fuse()  # characters join without spaces
-    eos = char_tokenizer.eos if char_tokenizer.eos is not None else None
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token=eos, padding_side="left")
+    if not callable(getattr(char_tokenizer, "to_hf", None)):
+        raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
+    return char_tokenizer.to_hf()
 
 
 def task_dataset(task, char_tokenizer, split: str = "train", size: int = 512, seed: int = 0):
