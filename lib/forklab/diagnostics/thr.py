@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab.ops import masked_mean
 
 __all__ = [
     "influence_scores",
@@ -148,8 +149,7 @@ def nthr_threshold(influence: Tensor, mask: Tensor, group: Tensor, correct: Tens
     mask = _checks.bool_mask("mask", mask)
     group = _checks.group_ids("group", group, mask.shape[0])
     correct = _checks.as_tensor("correct", correct).bool()
-    lengths = mask.sum(1).clamp(min=1)
-    mean_score = torch.where(mask, influence, torch.zeros((), dtype=influence.dtype)).sum(1) / lengths
+    mean_score = masked_mean(influence, mask, dim=1)
     tau = torch.full((mask.shape[0],), float("inf"), dtype=torch.float64)
     for gid in torch.unique(group):
         rows = group == gid
