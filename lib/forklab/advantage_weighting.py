@@ -14,7 +14,10 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._registry import advantage_estimator
 from forklab.advantages import _group_stats, _group_sum, _prepare
+
+_NB1 = "01_policy_gradients_and_advantages"
 
 __all__ = ["bnpo_beta_parameters", "bnpo", "dgpo", "dgpo_question_weights", "d3s_sample_subset", "d3s_token_mask"]
 
@@ -63,6 +66,7 @@ def _beta_pdf(p: Tensor, alpha: float, beta: float) -> Tensor:
     return log_pdf.exp()
 
 
+@advantage_estimator("bnpo", label="BNPO", notebook=_NB1)
 def bnpo(rewards: Tensor, group: Tensor, r_min: float = 0.0, r_max: float = 1.0,
          alpha: float | None = None, beta: float | None = None, max_weight: float = 1e6) -> Tensor:
     """BNPO's Beta-normalised advantage.
@@ -124,6 +128,7 @@ def dgpo_question_weights(pass_rates: Tensor, informative: Tensor, temperature: 
     return weights
 
 
+@advantage_estimator("dgpo", label="DGPO (Harder Is Better)", notebook=_NB1)
 def dgpo(rewards: Tensor, group: Tensor, temperature: float = 2.0, question_weights: bool = True,
          eps: float = 1e-4) -> Tensor:
     """DGPO ("Harder Is Better"): mean-absolute-deviation advantages (DGAE) times question weights (DQW).
