@@ -33,6 +33,7 @@ from torch import Tensor
 from forklab import _checks
 from forklab import _registry as registry
 from forklab import adaptive_clipping as _adaptive_clipping  # noqa: F401 - registers DCPO, BAPO, ETR
+from forklab import advantage_weighting as _advantage_weighting  # noqa: F401 - registers bnpo, dgpo
 from forklab import advantages as _advantages  # noqa: F401 - registers the estimators
 from forklab import regularizers as reg
 from forklab import surrogates as sur
