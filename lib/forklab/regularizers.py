@@ -157,7 +157,12 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: 
     selected = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
     selected[_topk_indices(flat, k)] = True
     selected = selected.reshape(mask.shape) & mask
-    loss = -adv * ratio + kl_coef * delta.abs() * selected
+    # |δ| below float noise counts as 0 (zero gradient): at ratio 1 verl's δ is exactly 0, whose |·| has
+    # zero gradient; here the sampler's and the trainer's log-probs differ by rounding, and the sign of
+    # that rounding (which differs between CPU kernel sets) would otherwise set the gradient to ±κ.
+    noise = 1e3 * torch.finfo(delta.dtype).eps
+    abs_delta = torch.where(delta.abs() > noise, delta.abs(), torch.zeros_like(delta))
+    loss = -adv * ratio + kl_coef * abs_delta * selected
     metrics = {"kl_cov/frac": _share(selected, mask), "ppo_kl": _mean(delta.detach().abs(), mask)}
     loss = _masked(loss, mask)
     return (loss, metrics) if return_metrics else loss
