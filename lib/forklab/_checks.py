@@ -1,6 +1,6 @@
 """Input validation shared by every public function.
 
-The contract (DESIGN.md): bad input raises ``ValueError`` whose message names the argument,
+The contract (README.md): bad input raises ``ValueError`` whose message names the argument,
 never a silently wrong number. These helpers keep that one-liner at each call site.
 """
 

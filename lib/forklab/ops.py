@@ -2,7 +2,7 @@
 
 Introduced in ``notebooks/01_policy_gradients_and_advantages.ipynb`` (and used everywhere after).
 
-Conventions (DESIGN.md): ``mask`` is bool ``[B, T]``, True on response tokens; ``logits`` is
+Conventions (README.md): ``mask`` is bool ``[B, T]``, True on response tokens; ``logits`` is
 ``[..., V]``. Values outside the mask never influence a result, not even when they are NaN or inf
 (padding often holds garbage), while NaN *inside* the mask is an error.
 """
