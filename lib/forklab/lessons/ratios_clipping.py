@@ -213,7 +213,7 @@ def weight_explorer(eps: float = 0.2, eps_high: float = 0.28, tau_pos: float = 1
             raise ValueError(f"`objective` must be 'all' or one of {names}, got {objective!r}")
         names = [objective]
     use_style()
-    fig = matplotlib.figure.Figure(figsize=(10, 3.8), layout="constrained")
+    fig = matplotlib.figure.Figure(figsize=(11.5, 3.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, a in zip(axes, (1.0, -1.0), strict=True):
         for i, name in enumerate(names):
@@ -223,7 +223,8 @@ def weight_explorer(eps: float = 0.2, eps_high: float = 0.28, tau_pos: float = 1
         ax.axvline(1.0, color="0.5", lw=0.7)
         ax.set(xlabel="ratio r = π/π_old", title=f"A {'> 0' if a > 0 else '< 0'}: weight c(r) of −A∇log π")
     axes[0].set_ylabel("gradient weight c")
-    axes[1].legend(fontsize=7, ncol=2)
+    handles, labels = axes[1].get_legend_handles_labels()  # one legend beside the panels, readable size
+    fig.legend(handles, labels, loc="outside right upper", fontsize=9)
     fig.suptitle(f"ε = {eps}, ε_high = {eps_high}, SAPO τ+ = {tau_pos}, τ− = {tau_neg}", fontsize=10)
     return fig
 
