@@ -37,12 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
-from forklab.lm import sampling
+from forklab.lm import checkpoint_io, sampling
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
@@ -321,9 +320,14 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
-        """Model, AdamW state and generator states as safetensors + counters as JSON (no pickle)."""
+        """Model, AdamW state and generator states as safetensors + counters as JSON (no pickle).
+
+        Crash-safe: both files are written into a temporary sibling folder and fsynced, then the
+        folder is renamed into place; the previous checkpoint is moved aside first and deleted only
+        once the new one is in place, so a kill at any instant leaves one complete checkpoint
+        (``path``, or ``.<name>.previous`` beside it, which :meth:`load_checkpoint` falls back to).
+        """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
         names = {id(p): n for n, p in self.model.named_parameters()}
         for group in self.optimizer.param_groups:
@@ -333,31 +337,62 @@ class RLTrainer:
         tensors["rng.generator"] = self.generator.get_state()
         tensors["rng.eval_generator"] = self.eval_generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(path / "trainer.safetensors"))
-        meta = {"step": self.step_count, "config": asdict(self.config), "recipe": self.recipe.name}
-        (path / "trainer.json").write_text(json.dumps(meta) + "\n")
-        return path
+        meta = {"step": self.step_count, "config": self._config_record(), "recipe": self._recipe_record()}
+        return checkpoint_io.write(path, tensors, meta)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore a :meth:`save_checkpoint` folder; the run then continues exactly where it stopped."""
-        path = Path(path)
-        if not (path / "trainer.safetensors").exists():
-            raise ValueError(f"`path` {path} holds no trainer.safetensors")
-        tensors = load_file(str(path / "trainer.safetensors"))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+        """Restore a :meth:`save_checkpoint` folder; the run then continues exactly where it stopped.
+
+        Strict: the folder must be complete (its tensors' SHA-256 matches the one recorded when it
+        was written), in this format version, written with this config and recipe, and hold every
+        weight, optimiser moment and generator state; otherwise ``ValueError`` says what differs and
+        the trainer is left unchanged.
+        """
+        tensors, meta = checkpoint_io.read(path)
+        checkpoint_io.require_equal("config", meta.get("config"), self._config_record())
+        checkpoint_io.require_equal("recipe", meta.get("recipe"), self._recipe_record())
+        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        expected = set(self.model.state_dict())
+        if set(model_state) != expected:
+            missing, extra = sorted(expected - set(model_state)), sorted(set(model_state) - expected)
+            raise ValueError(f"checkpoint {path} does not match the model: missing weights {missing[:5]} "
+                             f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})")
         params = dict(self.model.named_parameters())
+        optim_state, seen = {}, set()
         for name, p in params.items():
-            state = {key.rsplit(".", 1)[1]: v for key, v in tensors.items()
-                     if key.startswith(f"optim.{name}.") and key.count(".") == name.count(".") + 2}
+            prefix = f"optim.{name}."
+            state = {key[len(prefix):]: v for key, v in tensors.items()
+                     if key.startswith(prefix) and "." not in key[len(prefix):]}
+            seen |= {prefix + k for k in state}
             # moments go to the parameter's device; AdamW keeps its scalar `step` on the CPU
             state = {key: v if key == "step" else v.to(p.device) for key, v in state.items()}
             if state:
-                self.optimizer.state[p] = state
+                optim_state[name] = state
+        kinds = {tuple(sorted(s)) for s in optim_state.values()}
+        if optim_state and (len(optim_state) != len(params) or len(kinds) != 1):
+            raise ValueError(f"checkpoint {path} holds optimiser state for {len(optim_state)} of {len(params)} "
+                             f"parameters (keys {sorted(kinds)}): incomplete")
+        rng = ["rng.generator", "rng.eval_generator", "rng.torch"]
+        leftover = set(tensors) - {f"model.{k}" for k in model_state} - seen - set(rng)
+        if leftover or not set(rng) <= set(tensors):
+            raise ValueError(f"checkpoint {path}: unexpected tensors {sorted(leftover)[:5]} or missing "
+                             f"generator states {sorted(set(rng) - set(tensors))}")
+        step = meta.get("step")
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"checkpoint {path}: `step` must be a non-negative integer, got {step!r}")
+        self.model.load_state_dict(model_state, strict=True)
+        self.optimizer.state.clear()
+        for name, state in optim_state.items():
+            self.optimizer.state[params[name]] = state
         self.generator.set_state(tensors["rng.generator"])
         self.eval_generator.set_state(tensors["rng.eval_generator"])
         torch.set_rng_state(tensors["rng.torch"])
-        meta = json.loads((path / "trainer.json").read_text())
-        self.step_count = int(meta["step"])
+        self.step_count = step
         if self.log is not None:
             self.log.truncate(self.step_count)
 
+    def _config_record(self) -> dict:
+        return json.loads(json.dumps(asdict(self.config)))
+
+    def _recipe_record(self) -> dict:
+        return json.loads(json.dumps(asdict(self.recipe), default=repr))
