@@ -13,6 +13,10 @@ Presets by name (:func:`get`): ``grpo``, ``dr_grpo``, ``dapo``, ``gspo``, ``sapo
 ``ba``, ``forking20``, ``clip_cov``, ``kl_cov``, ``hapo``, ``steer``, ``lp_reg``. Each preset's
 docstring lists the paper's defaults; where a preset deliberately differs (e.g. no KL term by
 default) it says so. ``get("dapo", kl_coef=0.01)`` overrides any field.
+
+Padding: :meth:`Recipe.loss` validates the whole :class:`Batch` first, with forklab's one rule
+(docs/reliability.md): values off ``mask`` are ignored (NaN and ±inf included) and get exactly 0
+gradient; NaN or ±inf on it, a wrong shape or dtype raise ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ def overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float =
     20480, L_buf = 4096. ``lengths [B]`` → ``[B]``.
     """
     lengths = _checks.floating("lengths", lengths)
-    if not 0 < buffer <= max_len:
-        raise ValueError(f"`buffer` must lie in (0, max_len], got {buffer}")
+    max_len = _checks.integer("max_len", max_len, 1)
+    buffer = _checks.integer("buffer", buffer, 1, max_len)
+    factor = _checks.finite("factor", factor, 0.0)
     return torch.clamp(-(lengths - (max_len - buffer)) / buffer * factor, max=0.0)
 
 
@@ -106,7 +111,8 @@ _SURROGATES: dict[str, Callable] = {
     "minpro": lambda b, old, a, m, **kw: sur.minpro(b.logp, old, a, m, return_metrics=True, **kw),
     "hapo_clip": lambda b, old, a, m, **kw: sur.hapo_clip(b.logp, old, a, m, b.entropy.detach(),
                                                           return_metrics=True, **kw),
-    "clip_cov": lambda b, old, a, m, **kw: reg.clip_cov(b.logp, old, a, m, return_metrics=True, **kw),
+    "clip_cov": lambda b, old, a, m, generator=None, **kw: reg.clip_cov(b.logp, old, a, m, return_metrics=True,
+                                                                         generator=generator, **kw),
     "kl_cov": lambda b, old, a, m, **kw: reg.kl_cov(b.logp, old, a, m, return_metrics=True, **kw),
     "lp_reg": lambda b, old, a, m, **kw: reg.lp_reg(b.logp, old, a, m, b.proxy_logp, return_metrics=True, **kw),
 }
@@ -148,6 +154,14 @@ class Recipe:
         _checks.choice("surrogate", self.surrogate, _SURROGATES.keys())
         if self.token_weighting is not None:
             _checks.choice("token_weighting", self.token_weighting, {"steer", "gtpo"})
+        _checks.choice("kl_kind", self.kl_kind, {"k1", "k2", "k3", "abs"})
+        _checks.finite("entropy_coef", self.entropy_coef)
+        _checks.finite("kl_coef", self.kl_coef, 0.0)
+        _checks.finite("hapo_redistribution", self.hapo_redistribution, 0.0)
+        if self.norm_len is not None:
+            _checks.positive("norm_len", self.norm_len)
+        if self.entropy_top_ratio is not None:
+            _checks.finite("entropy_top_ratio", self.entropy_top_ratio, 0.0, 1.0)
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -159,11 +173,19 @@ class Recipe:
         batch.require("rewards", why=f"advantage estimator {self.advantage!r}")
         return _ADVANTAGES[self.advantage](batch, **self.advantage_kwargs)
 
-    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        """Scalar loss to minimise and the metrics trainers log (TRL names where they exist)."""
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Scalar loss to minimise and the metrics trainers log (TRL names where they exist).
+
+        ``generator`` drives the random choices of ``clip_cov`` (never torch's global RNG); ``None``
+        uses a fresh generator seeded 0, so one batch always gives one loss.
+        """
+        batch = _validated(batch)
+        if self.aggregation == "seq-mean-token-sum-norm" and self.norm_len is None:
+            raise ValueError("`norm_len` is required for seq-mean-token-sum-norm (Dr. GRPO divides by a constant, "
+                             "the generation budget); RLTrainer sets it to config.max_new_tokens")
         adv = self.advantages(batch)
         old = batch.logp.detach() if batch.old_logp is None else batch.old_logp
-        keep = _checks.bool_mask("mask", batch.mask)
+        keep = batch.mask
         metrics: dict[str, float] = {}
         if self.entropy_top_ratio is not None:
             batch.require("entropy", why="the forking-token mask (entropy_top_ratio)")
@@ -174,7 +196,10 @@ class Recipe:
             adv = sur.hapo_redistribute(batch.logp, old, adv, keep, batch.entropy.detach(),
                                         beta=self.hapo_redistribution, **_clip_eps(self.surrogate_kwargs))
         batch.require(*_NEEDS.get(self.surrogate, ()), why=f"surrogate {self.surrogate!r}")
-        per_token, sur_metrics = _SURROGATES[self.surrogate](batch, old, adv, keep, **self.surrogate_kwargs)
+        extra = {}
+        if self.surrogate == "clip_cov":
+            extra["generator"] = generator if generator is not None else torch.Generator().manual_seed(0)
+        per_token, sur_metrics = _SURROGATES[self.surrogate](batch, old, adv, keep, **extra, **self.surrogate_kwargs)
         metrics |= sur_metrics
         if self.token_weighting == "steer":
             batch.require("entropy", why="STEER weights")
@@ -196,12 +221,38 @@ class Recipe:
             total = total + reg.entropy_bonus(batch.entropy, keep, self.entropy_coef, **agg)
         if self.kl_coef:
             batch.require("ref_logp", why="the KL term (kl_coef > 0)")
-            kl = aggregate(kl_estimate(batch.logp, batch.ref_logp, self.kl_kind), keep, **agg)
+            kl = aggregate(kl_estimate(batch.logp, batch.ref_logp, self.kl_kind, mask=keep), keep, **agg)
             total = total + self.kl_coef * kl
             metrics["kl"] = float(kl.detach())
         a = adv if adv.dim() == 1 else adv[batch.mask]
         metrics["advantages/mean_abs"] = float(a.detach().abs().mean())
         return total, metrics
+
+
+def _validated(batch: Batch) -> Batch:
+    """The batch with every field checked (names in the errors) and off-mask values replaced by 0."""
+    if not isinstance(batch, Batch):
+        raise ValueError(f"`batch` must be a forklab.recipes.Batch, got {type(batch).__name__}")
+    mask = _checks.bool_mask("mask", batch.mask)
+    if mask.dim() != 2:
+        raise ValueError(f"`mask` must have shape [B, T], got {list(mask.shape)}")
+    fields = {"mask": mask, "logp": _checks.masked("logp", batch.logp, mask),
+              "group": _checks.group_ids("group", batch.group, mask.shape[0])}
+    for name in ("old_logp", "ref_logp", "entropy", "proxy_logp"):
+        if getattr(batch, name) is not None:
+            fields[name] = _checks.masked(name, getattr(batch, name), mask)
+    if batch.rewards is not None:
+        fields["rewards"] = _checks.floating("rewards", batch.rewards)
+    if batch.tokens is not None:
+        tokens = _checks.as_tensor("tokens", batch.tokens)
+        if tokens.is_floating_point() or tokens.dtype == torch.bool or tokens.is_complex():
+            raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
+        _checks.same_shape("mask", mask, "tokens", tokens)
+        fields["tokens"] = tokens
+    if batch.adv is not None:
+        adv = _checks.as_tensor("adv", batch.adv)
+        fields["adv"] = _checks.masked("adv", adv, mask) if adv.dim() == 2 else _checks.floating("adv", adv)
+    return dataclasses.replace(batch, **fields)
 
 
 def _clip_eps(kwargs: dict) -> dict:
@@ -219,7 +270,13 @@ def grpo() -> Recipe:
 
 def dr_grpo() -> Recipe:
     """Dr. GRPO (arXiv 2503.20783): no std in the advantage, ÷ (B · max length) aggregation
-    (seq-mean-token-sum-norm; pass ``norm_len`` = the generation budget), clip 0.2, no KL."""
+    (seq-mean-token-sum-norm), clip 0.2, no KL.
+
+    The divisor is a constant, the generation budget (the paper's MAX_TOKENS, TRL's
+    ``max_completion_length``), never the padded width of a batch, which would make the loss depend
+    on padding. ``norm_len=None`` here means exactly that budget: :class:`~forklab.lm.trainer.RLTrainer`
+    sets it to ``config.max_new_tokens``; a direct :meth:`Recipe.loss` call needs
+    ``get("dr_grpo", norm_len=budget)`` (it refuses ``None``)."""
     return Recipe("dr_grpo", "dr_grpo", {}, "ppo_clip", {"eps_low": 0.2}, "seq-mean-token-sum-norm")
 
 

@@ -20,7 +20,12 @@ mask          ``[B, T]`` bool, True on response tokens
 ============  =======================================================================
 
 Ratios: δ = logp − old_logp is clamped to [−20, 20] before exponentiation (as verl does) so that a
-padded or far-off-policy token cannot overflow; r = e^δ.
+far-off-policy token cannot overflow; r = e^δ.
+
+Padding (the rule of every forklab module, docs/reliability.md): values off ``mask`` are ignored,
+NaN and ±inf included — they are replaced by 0 before any arithmetic, so they reach neither the
+loss nor the gradient; NaN or ±inf on ``mask`` raises ``ValueError`` naming the argument. Clip
+widths must be finite and ≥ 0 (``eps_low`` ≤ 1 where the clip is 1 − ε_low on a ratio).
 """
 
 from __future__ import annotations
@@ -53,22 +58,37 @@ _LOG_RATIO_CLAMP = 20.0
 
 # ----------------------------------------------------------------------------------- helpers
 def _prepare(logp, old_logp, adv, mask) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    logp = _checks.floating("logp", logp)
-    if logp.dim() != 2:
-        raise ValueError(f"`logp` must have shape [B, T], got {list(logp.shape)}")
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("logp", logp, "mask", mask)
+    if mask.dim() != 2:
+        raise ValueError(f"`mask` must have shape [B, T], got {list(mask.shape)}")
+    logp = _checks.masked("logp", logp, mask)
     if old_logp is not None:
-        old_logp = _checks.floating("old_logp", old_logp).to(logp.dtype)
-        _checks.same_shape("logp", logp, "old_logp", old_logp)
-    adv = _checks.floating("adv", adv).to(logp.dtype)
+        old_logp = _checks.masked("old_logp", old_logp, mask).to(logp.dtype)
+    adv = _checks.as_tensor("adv", adv)
     if adv.dim() == 1 and adv.shape[0] == logp.shape[0]:
         adv = adv[:, None].expand_as(logp)
     elif adv.shape != logp.shape:
         raise ValueError(f"`adv` must have shape [{logp.shape[0]}] or {list(logp.shape)}, got {list(adv.shape)}")
+    adv = _checks.masked("adv", adv, mask).to(logp.dtype)
     if not mask.any():
         raise ValueError("`mask` is empty: no token to compute a loss for")
     return logp, old_logp, adv, mask
+
+
+def _eps(name: str, value, high: float = 1e6) -> float:
+    """A clip width: finite, in [0, high] (``eps_low`` of a ratio clip must stay ≤ 1: r ≥ 0 already)."""
+    return _checks.finite(name, value, 0.0, high)
+
+
+def _eps_tensor(name: str, value, like: Tensor, high: float):
+    if isinstance(value, Tensor):
+        value = _checks.floating(name, value).to(like.dtype)
+        if value.dim() and value.shape != like.shape:
+            raise ValueError(f"`{name}` must be a number or have shape {list(like.shape)}, got {list(value.shape)}")
+        if ((value < 0) | (value > high)).any():
+            raise ValueError(f"`{name}` must lie in [0, {high}]")
+        return value
+    return _eps(name, value, high)
 
 
 def _masked(loss: Tensor, mask: Tensor) -> Tensor:
@@ -93,9 +113,15 @@ def ratio_metrics(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_hig
     ``clip_ratio/region_mean``: their union (TRL's names; verl calls the union ``pg_clipfrac``);
     ``ratio/mean``: mean r. ``ratio``, ``adv``, ``mask`` are ``[B, T]``; ``eps_*`` floats or ``[B, T]``.
     """
-    r = ratio.detach()
-    if adv.dim() == 1:
+    mask = _checks.bool_mask("mask", mask)
+    r = _checks.masked("ratio", _checks.as_tensor("ratio", ratio).detach(), mask)
+    adv = _checks.as_tensor("adv", adv)
+    if adv.dim() == 1 and adv.shape[0] == r.shape[0]:
         adv = adv[:, None].expand_as(r)
+    adv = _checks.masked("adv", adv, mask)
+    if not mask.any():
+        raise ValueError("`mask` is empty: no token to compute metrics over")
+    eps_low, eps_high = _eps_tensor("eps_low", eps_low, r, 1e6), _eps_tensor("eps_high", eps_high, r, 1e6)
     low = (r < 1 - eps_low) & (adv < 0) & mask
     high = (r > 1 + eps_high) & (adv > 0) & mask
     n = mask.sum()
@@ -147,7 +173,8 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
     of tokens where the dual clip binds) and ``ppo_kl`` (mean −δ).
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    eps_high = eps_low if eps_high is None else eps_high
+    eps_low = _eps_tensor("eps_low", eps_low, logp, 1.0)
+    eps_high = eps_low if eps_high is None else _eps_tensor("eps_high", eps_high, logp, 1e6)
     delta = _log_ratio(logp, old_logp, mask)
     ratio = delta.exp()
     clipped = torch.clamp(ratio, 1 - torch.as_tensor(eps_low, dtype=ratio.dtype),
@@ -155,9 +182,7 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
     loss = torch.maximum(-adv * ratio, -adv * clipped)
     metrics = ratio_metrics(ratio, adv, mask, eps_low, eps_high) if return_metrics else {}
     if dual_clip is not None:
-        c = float(dual_clip)
-        if not c > 1:
-            raise ValueError(f"`dual_clip` must be > 1, got {dual_clip}")
+        c = _checks.finite("dual_clip", dual_clip, 1.0, low_open=True)
         capped = torch.minimum(loss, -adv * c)
         if return_metrics:
             metrics["pg_clipfrac_lower"] = float(((adv < 0) & (loss > -adv * c) & mask).sum() / mask.sum())
@@ -190,6 +215,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     too); TRL: ``importance_sampling_level="sequence"``.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
     delta = _log_ratio(logp, old_logp, mask)
     seq = _sequence_log_ratio(delta, mask)
     log_s = (logp - logp.detach() + seq.detach()).clamp(max=10.0)
@@ -241,7 +267,8 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     ratio = _log_ratio(logp, old_logp, mask).exp().detach()
     if convention == "verl":
-        eps_high = eps_low if eps_high is None else eps_high
+        eps_low = _eps("eps_low", eps_low, 1.0)
+        eps_high = eps_low if eps_high is None else _eps("eps_high", eps_high)
         weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
         clipped = weight != ratio
     else:
@@ -270,6 +297,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     ``loss_mode="geo_mean"`` ignores ``loss_agg_mode``). Ā_i is the masked mean of ``adv``.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_low, eps_high = _eps("eps_low", eps_low, _LOG_RATIO_CLAMP), _eps("eps_high", eps_high, _LOG_RATIO_CLAMP)
     delta = _log_ratio(logp, old_logp, mask)
     lengths = mask.sum(1).clamp(min=1).to(delta.dtype)
     seq_adv = _masked(adv, mask).sum(1) / lengths
@@ -291,9 +319,8 @@ def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     LOW confidence reconstruction (formulas.md §7): high-entropy (forking) tokens lean on their own
     token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
     """
-    entropy = _checks.floating("entropy", entropy)
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", entropy, "mask", mask)
+    entropy = _checks.masked("entropy", entropy, mask)
     valid = entropy[mask]
     if valid.numel() == 0:
         raise ValueError("`mask` is empty")
@@ -321,7 +348,10 @@ def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, 
     sequence ratios. Not in verl/TRL.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    w = torch.as_tensor(weight, dtype=logp.dtype)
+    eps_token, eps_seq = _eps("eps_token", eps_token, 1.0), _eps("eps_seq", eps_seq, 1.0)
+    w = _checks.masked("weight", weight, mask) if isinstance(weight, Tensor) and weight.dim() else \
+        torch.as_tensor(_checks.finite("weight", weight), dtype=logp.dtype)
+    w = w.to(logp.dtype)
     if ((w < 0) | (w > 1)).any():
         raise ValueError("`weight` must lie in [0, 1]")
     delta = _log_ratio(logp, old_logp, mask)
@@ -341,12 +371,12 @@ def hapo_entropy_stats(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> dic
     h = (log H − m)/σ (1.0 for an empty side). Used by :func:`hapo_normalized_entropy` and, one step
     late, by the adaptive-temperature sampler (``forklab.lm.sampling.hapo_temperature_fn``).
     """
-    entropy = _checks.floating("entropy", entropy)
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", entropy, "mask", mask)
+    entropy = _checks.masked("entropy", entropy, mask)
     if not mask.any():
         raise ValueError("`mask` is empty")
-    if not 0 < pivot < 1:
+    pivot = _checks.finite("pivot", pivot, 0.0, 1.0, low_open=True)
+    if pivot == 1.0:
         raise ValueError(f"`pivot` must lie in (0, 1), got {pivot}")
     log_h = entropy.double().clamp(min=1e-8).log()[mask]  # quantile needs fp32/64; stats in fp64
     m = torch.quantile(log_h, pivot)
@@ -373,6 +403,7 @@ def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -
     here (formulas.md §6). ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
     """
     stats = hapo_entropy_stats(entropy, mask, pivot)
+    entropy = _checks.masked("entropy", entropy, _checks.bool_mask("mask", mask))
     h = (entropy.double().clamp(min=1e-8).log() - stats["m"]) / stats["sigma"]
     h_hat = torch.where(h > 0, h / stats["scale_pos"], h / stats["scale_neg"])
     return _masked(h_hat, _checks.bool_mask("mask", mask))
@@ -394,9 +425,12 @@ def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy
     dual-clip (HAPO's loss is "the usual dual-clip PPO"; c = 3.0 as verl). HIGH as implemented in
     the HAPO repository (formulas.md §6). ``entropy``: ``[B, T]`` of the rollout policy.
     """
+    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
+    alpha = _checks.finite("alpha", alpha, 0.0, 1e6)
     h_hat = hapo_normalized_entropy(entropy, mask, pivot)
     e_low = torch.where(h_hat <= 0, eps_low * (1 - alpha * h_hat), torch.full_like(h_hat, eps_low))
     e_high = torch.where(h_hat > 0, eps_high * (1 + alpha * h_hat), torch.full_like(h_hat, eps_high))
+    e_low = e_low.clamp(max=1.0)  # a ratio cannot fall below 0, so 1 − ε_low stops at 0
     return ppo_clip(logp, old_logp, adv, mask, e_low.to(torch.as_tensor(logp).dtype),
                     e_high.to(torch.as_tensor(logp).dtype), dual_clip=dual_clip, return_metrics=return_metrics)
 
@@ -408,11 +442,9 @@ def prefix_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     importance weight for the state reached at step t, which token-level PPO ignores. Used by the
     prefix-ratio (MinPRO) objective; ``[B, T] -> [B, T]``, 0 off the mask. Differentiable.
     """
-    logp = _checks.floating("logp", logp)
     mask = _checks.bool_mask("mask", mask)
-    old_logp = _checks.floating("old_logp", old_logp).to(logp.dtype)
-    _checks.same_shape("logp", logp, "mask", mask)
-    _checks.same_shape("logp", logp, "old_logp", old_logp)
+    logp = _checks.masked("logp", logp, mask)
+    old_logp = _checks.masked("old_logp", old_logp, mask).to(logp.dtype)
     delta = torch.where(mask, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype))
     return _masked(delta.cumsum(1), mask)
 
@@ -460,6 +492,8 @@ def hapo_redistribute(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor,
     :func:`hapo_normalized_entropy`. Returns the per-token advantage ``[B, T]`` (detached, 0 off mask).
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
+    beta = _checks.finite("beta", beta, 0.0, 1e6)
     h_hat = hapo_normalized_entropy(entropy, mask, pivot).to(logp.dtype)
     ratio = _log_ratio(logp, old_logp, mask).exp().detach()
     inside = (ratio > 1 - eps_low / 2) & (ratio < 1 + eps_high / 2)

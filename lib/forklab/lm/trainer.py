@@ -171,6 +171,10 @@ class RLTrainer:
             raise ValueError("`config`: group_size >= 2, prompts_per_step, inner_epochs, minibatches >= 1")
         if c.minibatches > c.prompts_per_step:
             raise ValueError("`config.minibatches` cannot exceed prompts_per_step (minibatches hold whole groups)")
+        if recipe.aggregation == "seq-mean-token-sum-norm" and recipe.norm_len is None:
+            # Dr. GRPO's constant: the generation budget (TRL: max_completion_length), not the batch's padded width
+            recipe = recipe.replace(norm_len=float(c.max_new_tokens))
+            self.recipe = recipe
         if recipe.kl_coef and ref_model is None:
             raise ValueError("`ref_model` is required: the recipe has a KL term (kl_coef > 0)")
         self.ref_model = ref_model
@@ -188,6 +192,7 @@ class RLTrainer:
                                            betas=(0.9, 0.99))
         self.generator = torch.Generator().manual_seed(c.seed)
         self.eval_generator = torch.Generator().manual_seed(c.seed + 1)
+        self.loss_generator = torch.Generator().manual_seed(c.seed + 2)  # clip_cov's random picks
         self.step_count = 0
         self.log = RunLog(run_path, resume=resume) if run_path is not None else None
         self.hooks = list(hooks or [])
@@ -280,7 +285,7 @@ class RLTrainer:
                       entropy=entropy, tokens=r["tokens"][rows], adv=adv[rows])
         if self.recipe.surrogate == "lp_reg":
             batch.proxy_logp = minp_proxy_logprobs(logits.detach(), r["tokens"][rows])
-        loss, metrics = self.recipe.loss(batch)
+        loss, metrics = self.recipe.loss(batch, generator=self.loss_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
@@ -336,6 +341,7 @@ class RLTrainer:
                     tensors[f"optim.{names[id(p)]}.{key}"] = torch.as_tensor(value).cpu().clone().contiguous()
         tensors["rng.generator"] = self.generator.get_state()
         tensors["rng.eval_generator"] = self.eval_generator.get_state()
+        tensors["rng.loss_generator"] = self.loss_generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {"step": self.step_count, "config": self._config_record(), "recipe": self._recipe_record()}
         return checkpoint_io.write(path, tensors, meta)
@@ -372,7 +378,7 @@ class RLTrainer:
         if optim_state and (len(optim_state) != len(params) or len(kinds) != 1):
             raise ValueError(f"checkpoint {path} holds optimiser state for {len(optim_state)} of {len(params)} "
                              f"parameters (keys {sorted(kinds)}): incomplete")
-        rng = ["rng.generator", "rng.eval_generator", "rng.torch"]
+        rng = ["rng.generator", "rng.eval_generator", "rng.loss_generator", "rng.torch"]
         leftover = set(tensors) - {f"model.{k}" for k in model_state} - seen - set(rng)
         if leftover or not set(rng) <= set(tensors):
             raise ValueError(f"checkpoint {path}: unexpected tensors {sorted(leftover)[:5]} or missing "
@@ -386,6 +392,7 @@ class RLTrainer:
             self.optimizer.state[params[name]] = state
         self.generator.set_state(tensors["rng.generator"])
         self.eval_generator.set_state(tensors["rng.eval_generator"])
+        self.loss_generator.set_state(tensors["rng.loss_generator"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step_count = step
         if self.log is not None:
