@@ -56,7 +56,7 @@ def masked(name: str, x, mask: Tensor) -> Tensor:
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     if x.shape != mask.shape:
-        raise ValueError(f"`{name}` must have the shape of `mask` ({list(mask.shape)}), got {list(x.shape)}")
+        raise ValueError(f"`{name}` must have the same shape as `mask` ({list(mask.shape)}), got {list(x.shape)}")
     if x.device != mask.device:
         mask = mask.to(x.device)
     on = x[mask]
