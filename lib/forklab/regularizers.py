@@ -37,6 +37,7 @@ __all__ = [
 
 def _entropy_and_mask(entropy, mask) -> tuple[Tensor, Tensor]:
     mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "mask", mask)
     return _checks.masked("entropy", entropy, mask), mask
 
 
@@ -289,14 +290,14 @@ def gtpo_conflict_weights(tokens: Tensor, mask: Tensor, adv: Tensor, group: Tens
     """
     mask = _checks.bool_mask("mask", mask)
     tokens = _checks.as_tensor("tokens", tokens)
-    if tokens.is_floating_point() or tokens.is_complex():
-        raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
-    tokens = tokens.long()
     _checks.same_shape("mask", mask, "tokens", tokens)
     w_raw = _checks.finite("w_raw", w_raw, 0.0)
     adv = _checks.floating("adv", adv)
     if adv.shape != (mask.shape[0],):
         raise ValueError(f"`adv` must have shape [{mask.shape[0]}] (one per response), got {list(adv.shape)}")
+    if tokens.is_floating_point() or tokens.is_complex():
+        raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
+    tokens = tokens.long()
     group = _checks.group_ids("group", group, mask.shape[0])
 
     def one_direction(tok: Tensor, valid: Tensor) -> Tensor:

@@ -58,11 +58,15 @@ _LOG_RATIO_CLAMP = 20.0
 
 # ----------------------------------------------------------------------------------- helpers
 def _prepare(logp, old_logp, adv, mask) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    logp = _checks.as_tensor("logp", logp)
+    if logp.dim() != 2:
+        raise ValueError(f"`logp` must have shape [B, T], got {list(logp.shape)}")
     mask = _checks.bool_mask("mask", mask)
-    if mask.dim() != 2:
-        raise ValueError(f"`mask` must have shape [B, T], got {list(mask.shape)}")
+    _checks.same_shape("logp", logp, "mask", mask)
     logp = _checks.masked("logp", logp, mask)
     if old_logp is not None:
+        old_logp = _checks.as_tensor("old_logp", old_logp)
+        _checks.same_shape("logp", logp, "old_logp", old_logp)
         old_logp = _checks.masked("old_logp", old_logp, mask).to(logp.dtype)
     adv = _checks.as_tensor("adv", adv)
     if adv.dim() == 1 and adv.shape[0] == logp.shape[0]:
@@ -320,6 +324,7 @@ def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
     """
     mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "mask", mask)
     entropy = _checks.masked("entropy", entropy, mask)
     valid = entropy[mask]
     if valid.numel() == 0:
@@ -372,6 +377,7 @@ def hapo_entropy_stats(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> dic
     late, by the adaptive-temperature sampler (``forklab.lm.sampling.hapo_temperature_fn``).
     """
     mask = _checks.bool_mask("mask", mask)
+    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "mask", mask)
     entropy = _checks.masked("entropy", entropy, mask)
     if not mask.any():
         raise ValueError("`mask` is empty")
