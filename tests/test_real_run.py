@@ -233,14 +233,14 @@ def test_real_rl_run_with_an_injected_model(hf_tok, gsm8k, tmp_path):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     out = real_run.real_rl_run(["grpo", "dr_grpo"], task=gsm8k, steps=2, prompts_per_step=2, group_size=2,
                                max_new_tokens=4, lr=1e-3, device="cpu", run_dir=tmp_path, model=(base, hf_tok),
-                               progress=False)
+                               progress=False, engine="forklab")
     assert list(out) == ["grpo", "dr_grpo"] and all(len(h) == 2 for h in out.values())
     assert all(torch.isfinite(torch.tensor(h[-1]["loss"])) for h in out.values())
     assert (tmp_path / "grpo.csv").exists() and (tmp_path / "dr_grpo.csv").exists()
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # each recipe trains a copy
     again = real_run.real_rl_run("grpo", task="gsm8k", task_kwargs={"path": str(FIXTURE)}, steps=2,
                                  prompts_per_step=2, group_size=2, max_new_tokens=4, lr=1e-3, device="cpu",
-                                 model=(base, hf_tok), progress=False)
+                                 model=(base, hf_tok), progress=False, engine="forklab")
     drop = {"time/sample_s", "time/step_s"}
     assert [{k: v for k, v in h.items() if k not in drop} for h in again["grpo"]] == \
         [{k: v for k, v in h.items() if k not in drop} for h in out["grpo"]]
@@ -250,7 +250,7 @@ def test_real_rl_run_takes_recipe_objects_keyed_by_name(hf_tok, gsm8k):
     base = tiny_policy(HFTokenizer(hf_tok))
     ba = recipes.get("grpo", aggregation="balanced").replace(name="ba_mode")
     out = real_run.real_rl_run(["grpo", ba], task=gsm8k, steps=1, prompts_per_step=2, group_size=2, max_new_tokens=3,
-                               device="cpu", model=(base, hf_tok), progress=False)
+                               device="cpu", model=(base, hf_tok), progress=False, engine="forklab")
     assert list(out) == ["grpo", "ba_mode"] and all(len(h) == 1 for h in out.values())
     with pytest.raises(ValueError, match="share a name"):
         real_run.real_rl_run(["grpo", recipes.get("grpo")], task=gsm8k)
@@ -268,7 +268,7 @@ def test_real_rl_run_monkeypatched_loader_and_bad_input(hf_tok, gsm8k, monkeypat
     monkeypatch.setattr(models, "load_real", fake_load_real)
     out = real_run.real_rl_run(["grpo"], model_name="some/model", task=gsm8k, steps=1, prompts_per_step=1,
                                group_size=2, max_new_tokens=2, device="cpu", progress=False,
-                               config_overrides={"temperature": 0.7})
+                               config_overrides={"temperature": 0.7}, engine="forklab")
     assert calls == [("some/model", torch.float32, "cpu")] and len(out["grpo"]) == 1
     with pytest.raises(ValueError, match="`recipe_names`"):
         real_run.real_rl_run(["no_such_recipe"], task=gsm8k)
@@ -283,7 +283,8 @@ def test_real_rl_run_monkeypatched_loader_and_bad_input(hf_tok, gsm8k, monkeypat
 
 def test_real_run_instructions():
     line = real_run.real_run_instructions("05_entropy.ipynb")
-    assert "REAL_RUN = False" in line and "05_entropy.ipynb" in line and "pip install -e .[lm] datasets" in line
+    assert "REAL_RUN = False" in line and "05_entropy.ipynb" in line and "pip install -e .[lm,trl]" in line
+    assert "internet access" in line and "TRL" in line
     assert "\n" not in line and real_run.REAL_RUN_HELP in line
     with pytest.raises(ValueError, match="`notebook`"):
         real_run.real_run_instructions("")
@@ -294,7 +295,27 @@ def test_real_run_instructions():
 def test_real_rl_run_smollm2_on_cpu(gsm8k):
     t0 = time.perf_counter()
     out = real_run.real_rl_run(["grpo"], model_name="smollm2-135m", task=gsm8k, steps=1, prompts_per_step=1,
-                               group_size=2, max_new_tokens=8, device="cpu", progress=False)
+                               group_size=2, max_new_tokens=8, device="cpu", progress=False, engine="forklab")
     (h,) = out["grpo"]
     assert torch.isfinite(torch.tensor(h["loss"])) and 1 <= h["completion_length"] <= 8
     print(f"SmolLM2-135M real_rl_run smoke: {time.perf_counter() - t0:.1f} s")
+
+
+# ----- the TRL engine ---------------------------------------------------------------------------------
+def test_real_rl_run_trl_engine_with_an_injected_model(hf_tok, gsm8k, tmp_path):
+    pytest.importorskip("trl")
+    base = tiny_policy(HFTokenizer(hf_tok))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    ba = recipes.get("grpo", aggregation="balanced").replace(name="ba_mode")
+    out = real_run.real_rl_run([ba], task=gsm8k, steps=2, prompts_per_step=2, group_size=2,
+                               max_new_tokens=4, lr=1e-3, device="cpu", model=(base, hf_tok), progress=False,
+                               run_dir=tmp_path, config_overrides={"inner_epochs": 2, "minibatches": 2})
+    assert list(out) == ["ba_mode"] and all(len(h) == 2 for h in out.values())
+    for h in out.values():
+        assert all(0.0 <= s["reward"] <= 1.0 and torch.isfinite(torch.tensor(s["loss"])) for s in h)
+        assert {"entropy", "completions/mean_length", "clip_ratio/region_mean"} <= set(h[-1])
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # each recipe trains a copy
+    with pytest.raises(ValueError, match="`config_overrides`"):
+        real_run.real_rl_run(["grpo"], task=gsm8k, model=(base, hf_tok), config_overrides={"eval_every": 5})
+    with pytest.raises(ValueError, match="`engine`"):
+        real_run.real_rl_run(["grpo"], task=gsm8k, engine="deepspeed")

@@ -181,8 +181,9 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
     eps_high = eps_low if eps_high is None else _eps_tensor("eps_high", eps_high, logp, 1e6)
     delta = _log_ratio(logp, old_logp, mask)
     ratio = delta.exp()
-    clipped = torch.clamp(ratio, 1 - torch.as_tensor(eps_low, dtype=ratio.dtype),
-                          1 + torch.as_tensor(eps_high, dtype=ratio.dtype))
+    # bounds on the ratio's device: clamp takes no CPU tensor bounds for a CUDA input
+    clipped = torch.clamp(ratio, 1 - torch.as_tensor(eps_low, dtype=ratio.dtype, device=ratio.device),
+                          1 + torch.as_tensor(eps_high, dtype=ratio.dtype, device=ratio.device))
     loss = torch.maximum(-adv * ratio, -adv * clipped)
     metrics = ratio_metrics(ratio, adv, mask, eps_low, eps_high) if return_metrics else {}
     if dual_clip is not None:

@@ -121,7 +121,9 @@ class DistillTrainer:
         t0 = time.perf_counter()
         idx = torch.randint(0, len(self.train_examples), (c.prompts_per_step,), generator=self.generator)
         examples = [self.train_examples[i] for i in idx.tolist()]
-        ids, pmask = self.tokenizer.batch_encode([e.prompt for e in examples], pad_side="left")
+        device = next(self.student.parameters()).device
+        ids, pmask = (x.to(device) for x in self.tokenizer.batch_encode([e.prompt for e in examples],
+                                                                        pad_side="left"))
         ids, pmask = ids.repeat_interleave(c.samples_per_prompt, 0), pmask.repeat_interleave(c.samples_per_prompt, 0)
         self.student.eval()
         s = sampling.sample(self.student, ids, pmask, c.max_new_tokens, temperature=c.temperature,
@@ -179,7 +181,8 @@ class DistillTrainer:
 
 def teacher_student_gap(student, teacher, tokenizer: CharTokenizer, task, examples, max_new_tokens: int) -> dict:
     """Greedy accuracy of the student and of the teacher on ``examples``."""
-    ids, pmask = tokenizer.batch_encode([e.prompt for e in examples], pad_side="left")
+    ids, pmask = (x.to(next(student.parameters()).device)
+                  for x in tokenizer.batch_encode([e.prompt for e in examples], pad_side="left"))
     out = {}
     for name, model in (("student", student), ("teacher", teacher)):
         g = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,

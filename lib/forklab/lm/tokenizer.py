@@ -164,6 +164,30 @@ class CharTokenizer:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
+    def to_hf(self):
+        """The same tokenizer as a ``transformers`` ``PreTrainedTokenizerFast`` (same ids, PAD = 0).
+
+        One token per character (a WordLevel model behind a one-character split), EOS = :attr:`eos`, left
+        padding. EOS becomes a *special* token there, so ``decode(..., skip_special_tokens=True)`` (what TRL
+        does to completions) drops the ``;`` that ends a response: reward functions that need it should
+        decode the ids with this class instead (``forklab.integrations.trl.task_dataset`` does).
+        """
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(self.vocab)}, unk_token=PAD_TOKEN))
+        core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        core.decoder = decoders.Fuse()
+        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD_TOKEN, eos_token=self.eos,
+                                       padding_side="left")
+
+    def save_hf(self, folder: str | Path) -> Path:
+        """Write the Hugging Face files (``tokenizer.json``, ``tokenizer_config.json``, ...) of :meth:`to_hf`
+        into ``folder``, so ``AutoTokenizer.from_pretrained(folder)`` loads this tokenizer."""
+        folder = Path(folder)
+        self.to_hf().save_pretrained(folder)
+        return folder
+
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
         """Read a tokenizer written by :meth:`save`."""
