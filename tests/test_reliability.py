@@ -351,3 +351,18 @@ def test_item18_bandit_probabilities_and_meta_tensors():
                  lambda: kl.kl_estimate(meta, b["old_logp"]), lambda: entropy_diag.entropy_stats(meta, b["mask"])):
         with pytest.raises(ValueError, match="meta device"):
             call()
+
+
+# ---------------------------------------------------------------- item 16: sampling past the position limit
+def test_item16_sample_refuses_tokens_beyond_the_position_limit():
+    from forklab.lm import sampling
+
+    model, tokenizer = models.load_tiny("student-addition")
+    limit = model.config.max_position_embeddings
+    ids, mask = tokenizer.batch_encode(["12+13="], pad_side="left")
+    prompt = int(mask.sum())
+    for too_many in (limit - prompt + 1, 10_000):
+        with pytest.raises(ValueError, match="`max_new_tokens`.*max_position_embeddings"):
+            sampling.sample(model, ids, mask, too_many, generator=torch.Generator().manual_seed(0))
+    out = sampling.sample(model, ids, mask, limit - prompt, greedy=True)  # exactly fills the positions
+    assert out.tokens.shape[1] <= limit - prompt
