@@ -50,6 +50,8 @@ def main(workdir: Path, steps: int, pause: float = 0.0) -> int:
         except ValueError as err:
             print(f"REFUSED: {err}", flush=True)
             return 3
+    elif trainer.log is not None:
+        trainer.log.truncate(0)  # killed before the first checkpoint: the logged steps are redone
     print(f"READY {trainer.step_count}", flush=True)
     while trainer.step_count < steps:
         trainer.step()

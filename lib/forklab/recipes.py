@@ -171,7 +171,10 @@ class Recipe:
         if batch.adv is not None:
             return batch.adv
         batch.require("rewards", why=f"advantage estimator {self.advantage!r}")
-        return _ADVANTAGES[self.advantage](batch, **self.advantage_kwargs)
+        try:
+            return _ADVANTAGES[self.advantage](batch, **self.advantage_kwargs)
+        except ValueError as err:  # the estimator names its own argument (e.g. `lengths` = mask.sum(1))
+            raise ValueError(f"`batch` (advantage estimator {self.advantage!r}): {err}") from err
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """Scalar loss to minimise and the metrics trainers log (TRL names where they exist).
