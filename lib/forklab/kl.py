@@ -1,6 +1,6 @@
 """Sampled KL estimators between the policy and a reference, per token.
 
-Introduced in ``notebooks/08_kl_and_divergences.ipynb`` (planned); used by recipes with a KL term.
+Introduced in ``notebooks/08_kl_and_divergences.ipynb``; used by recipes with a KL term.
 
 With x = log π(y) − log π_ref(y) for a token y sampled from π (Schulman, "Approximating KL
 Divergence", 2020):
