@@ -31,7 +31,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 import forklab.diagnostics
 from forklab import recipes
 
-MODULES = ["ops", "advantages", "surrogates", "aggregation", "kl", "divergences", "regularizers", "recipes"] + [
+MODULES = ["ops", "advantages", "surrogates", "aggregation", "kl", "divergences", "regularizers", "recipes",
+           "fdivergences", "alignment"] + [
     f"diagnostics.{m.name}" for m in pkgutil.iter_modules(forklab.diagnostics.__path__)]
 
 #: Functions the generic generator cannot call, with the test that covers them instead.
@@ -64,6 +65,8 @@ ROLES = {
     "teacher_logits": ("logits", "BTV"), "delta_logits": ("float", "BTV"), "tokens": ("tokens", "BT"),
     "hidden": ("float", "BTD"), "coef": ("float", "BT"), "weights": ("float", "K"), "H": ("entropy", "B"),
     "R": ("float", "B"),
+    "probs": ("dist", "V"), "ref_probs": ("dist", "V"), "target": ("dist", "V"), "p": ("dist", "V"),
+    "q": ("dist", "V"), "target_logp": ("logp", "BT"), "t": ("ratio", "B"),
 }
 #: (module, name) -> role where a name means something else in one module.
 ROLE_OVERRIDES = {
@@ -71,12 +74,15 @@ ROLE_OVERRIDES = {
     ("diagnostics.tip", "divergence"): ("entropy", "BT"),
     ("surrogates", "ratio"): ("ratio", "BT"),
     ("advantages", "rewards"): ("reward", "B|BK"),
+    ("alignment", "rewards"): ("float", "V"),
 }
 #: Required scalar hyper-parameters: good values first, then bad ones.
 SCALARS = {
     "lr": [0.1, 1.0, 0.0, -1.0, math.nan, math.inf], "p": [0.5, 0.0, 1.0, -0.1, 1.5, math.nan],
     "ratio": [0.2, 1.0, 0.0, -0.5, 1.5, math.nan], "max_len": [8, 0, -1], "buffer": [2, 0, 100],
-    "rule": ["entropy_top", "bogus"],
+    "rule": ["entropy_top", "bogus"], "beta": [0.5, 2.0, 0.0, -1.0, math.nan, math.inf],
+    "n": [1, 4, 0, -1, 2.5], "kl_target": [0.1, 0.0, -1.0, math.nan], "tau": [0.5, 0.0, -1.0, math.inf],
+    "f": ["reverse_kl", "forward_kl", "bogus"],
 }
 #: No shrinking: a failing example is printed as drawn, and a failure costs no extra minutes.
 PHASES = [Phase.explicit, Phase.generate]
@@ -166,6 +172,8 @@ def tensors(draw, kind: str, spec: str, dims: dict, mask: torch.Tensor | None):
         "prob": lambda: torch.rand(shape, generator=g, dtype=torch.float64),
         "length": lambda: torch.randint(1, 9, shape, generator=g).double(),
         "ratio": lambda: torch.rand(shape, generator=g, dtype=torch.float64) * 2,
+        "dist": lambda: torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64) * 2, -1)
+        if shape else torch.tensor(1.0, dtype=torch.float64),
         "logits": lambda: torch.randn(shape, generator=g, dtype=torch.float64) * 3,
         "float": lambda: torch.randn(shape, generator=g, dtype=torch.float64),
     }[kind]()
