@@ -32,7 +32,7 @@ import forklab.diagnostics
 from forklab import recipes
 
 MODULES = ["ops", "advantages", "surrogates", "aggregation", "kl", "divergences", "regularizers", "recipes",
-           "fdivergences", "alignment"] + [
+           "fdivergences", "alignment", "adaptive_clipping"] + [
     f"diagnostics.{m.name}" for m in pkgutil.iter_modules(forklab.diagnostics.__path__)]
 
 #: Functions the generic generator cannot call, with the test that covers them instead.

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from forklab.lm import sampling
+from forklab.lm import _prefix_tree, sampling
 from forklab.ops import entropy_from_logits, logprobs_from_logits
 
 transformers = pytest.importorskip("transformers")
@@ -139,7 +139,7 @@ def test_dropping_finished_rows_changes_nothing(model, monkeypatch):
                                rtol=0)
     torch.testing.assert_close(sampled.hidden[m], hidden[m], atol=1e-5, rtol=0)
     # greedy: identical to decoding without dropping rows
-    monkeypatch.setattr(sampling, "_COMPACT_FRACTION", 2.0)
+    monkeypatch.setattr(_prefix_tree, "_COMPACT_FRACTION", 2.0)
     full = sampling.greedy(model, ids, mask, 12, **kw)
     assert torch.equal(greedy.tokens, full.tokens) and torch.equal(greedy.mask, full.mask)
     for name in ("logp", "entropy", "hidden"):

@@ -1,5 +1,7 @@
 """Surrogates against the policy-gradient identity at r = 1, explicit autograd forms, and clip geometry."""
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -153,11 +155,35 @@ def test_gmpo_clips_in_log_space_by_advantage_sign():
     old = torch.zeros(2, 2, dtype=torch.float64) - 1
     delta = torch.tensor([[0.5, -0.1], [0.5, -0.5]], dtype=torch.float64)
     adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
-    loss = S.gmpo(old + delta, old, adv, mask)
+    loss = S.gmpo(old + delta, old, adv, mask, eps_low=0.2, eps_high=0.2)
     # A>0: upper side clipped to 0.2, lower side free; A<0: lower side clipped to -0.2, upper free
     expected0 = -1.0 * torch.exp(torch.tensor((0.2 - 0.1) / 2, dtype=torch.float64))
     expected1 = +1.0 * torch.exp(torch.tensor((0.5 - 0.2) / 2, dtype=torch.float64))
     torch.testing.assert_close(loss[:, 0], torch.stack([expected0, expected1]))
+
+
+def test_gmpo_default_is_the_official_log_space_clip_of_0_4():
+    # one token at Δ = +1 among four: A > 0 clips it to 0.4 (ratio e^0.4 = 1.4918), A < 0 leaves it alone
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    delta = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]], dtype=torch.float64)
+    loss = S.gmpo(delta, torch.zeros_like(delta), torch.tensor([1.0, -1.0], dtype=torch.float64), mask)
+    assert loss[0, 0].item() == pytest.approx(-math.exp(0.4 / 4))
+    assert loss[1, 0].item() == pytest.approx(math.exp(1.0 / 4))
+    assert (math.exp(-0.4), math.exp(0.4)) == (pytest.approx(0.6703, abs=5e-5), pytest.approx(1.4918, abs=5e-5))
+
+
+def test_cispo_clip_ratio_counts_only_capped_tokens_with_positive_advantage():
+    """TRL: is_cispo_clipped = (coef_1 > epsilon_high) & (advantages > 0), averaged over valid tokens."""
+    ratios = torch.tensor([[2.0, 8.0, 8.0, 0.1, 1.0]], dtype=torch.float64).repeat(2, 1)
+    adv = torch.tensor([[1.0, 1.0, -1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, 1.0, 1.0]], dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True, True, True, True, False]])
+    logp = ratios.log() - 1.0
+    # trl: cap 5 -> only (row 0, token 1) counts: 1 of 9 valid tokens
+    _, m = S.cispo(logp, logp.detach() * 0 - 1.0, adv, mask, convention="trl", return_metrics=True)
+    assert m["cispo_clip_ratio"] == pytest.approx(1 / 9)
+    # verl: cap 1 + 0.28 -> row 0 tokens 0 and 1 (A > 0, r > 1.28); row 1 has A < 0 there; r = 0.1 is a low clip
+    _, m = S.cispo(logp, logp.detach() * 0 - 1.0, adv, mask, eps_low=0.2, eps_high=0.28, return_metrics=True)
+    assert m["cispo_clip_ratio"] == pytest.approx(2 / 9)
 
 
 def test_dhpo_endpoints_are_ppo_clip_and_sequence_ratio_clip():

@@ -21,9 +21,13 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._registry import advantage_estimator
+
+_NB1 = "01_policy_gradients_and_advantages"
 
 __all__ = [
     "grpo",
+    "dr_grpo",
     "rloo",
     "median",
     "median_pivot",
@@ -70,6 +74,7 @@ def _group_stats(r: Tensor, index: Tensor, sizes: Tensor) -> tuple[Tensor, Tenso
     return mean[index], var.sqrt()[index], (r_max == r_min)[index]
 
 
+@advantage_estimator("grpo", label="GRPO", notebook=_NB1)
 def grpo(rewards: Tensor, group: Tensor, scale: str = "group", eps: float = 1e-6) -> Tensor:
     """GRPO's group-relative advantage.
 
@@ -109,6 +114,21 @@ def grpo(rewards: Tensor, group: Tensor, scale: str = "group", eps: float = 1e-6
     return torch.where(constant, torch.zeros_like(adv), adv).to(dtype)
 
 
+@advantage_estimator("dr_grpo", label="Dr. GRPO", notebook=_NB1)
+def dr_grpo(rewards: Tensor, group: Tensor, eps: float = 1e-6) -> Tensor:
+    """Dr. GRPO's advantage: the group-mean baseline without the std division, :func:`grpo` with ``scale="none"``.
+
+    .. math:: \\hat A_i = R_i - \\mu_{g(i)}
+
+    Shapes as :func:`grpo` (``rewards [B]``, ``group [B]`` → ``[B]``). "Understanding R1-Zero-Like
+    Training: A Critical Perspective" (arXiv 2503.20783). verl: ``norm_adv_by_std_in_grpo=False``; TRL:
+    ``scale_rewards="none"``. HIGH (a one-line change of GRPO, identical in verl and TRL). The ``dr_grpo``
+    advantage of :mod:`forklab.recipes`; notebook 01.
+    """
+    return grpo(rewards, group, scale="none", eps=eps)
+
+
+@advantage_estimator("rloo", label="RLOO", notebook=_NB1)
 def rloo(rewards: Tensor, group: Tensor) -> Tensor:
     """REINFORCE leave-one-out: the baseline of each response is the mean of the *others*.
 
@@ -138,6 +158,7 @@ def _group_median(r: Tensor, index: Tensor, sizes: Tensor) -> Tensor:
     return (sorted_r[lo] + sorted_r[hi]) / 2 if n_groups else sorted_r[:0]
 
 
+@advantage_estimator("median", label="median (MC-GRPO)", notebook=_NB1)
 def median(rewards: Tensor, group: Tensor, scale: str = "group", eps: float = 1e-6) -> Tensor:
     """MC-GRPO's median-centred advantage.
 
@@ -186,6 +207,7 @@ def median_pivot(rewards: Tensor, group: Tensor) -> Tensor:
     return pivot
 
 
+@advantage_estimator("hapo", needs=("lengths",), label="HAPO token-level average", notebook=_NB1)
 def token_group_average(
     rewards: Tensor, group: Tensor, lengths: Tensor, eps: float = 1e-6, fallback_threshold: float = 5.0
 ) -> Tensor:
@@ -239,6 +261,7 @@ def _whiten(x: Tensor, eps: float) -> Tensor:
     return (x - x.mean()) / (x.std() + eps)
 
 
+@advantage_estimator("gdpo", label="GDPO multi-reward", notebook=_NB1)
 def multi_reward(
     rewards: Tensor,
     group: Tensor,

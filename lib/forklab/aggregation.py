@@ -34,17 +34,74 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._registry import aggregation_mode, lookup, names
+from forklab.ops import masked_mean
 
 __all__ = ["MODES", "token_weights", "aggregate"]
 
-MODES = (
-    "token-mean",
-    "token-sum",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum",
-    "seq-mean-token-sum-norm",
-    "balanced",
-)
+_NB2 = "02_loss_aggregation"
+
+
+def _shape(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``m`` (mask as float64), ``L_i`` and B' (sequences with L_i > 0) of the module docstring."""
+    m = mask.double()
+    lengths = m.sum(1)
+    return m, lengths, (lengths > 0).sum().double()
+
+
+@aggregation_mode("token-mean", notebook=_NB2)
+def _token_mean(mask, adv, group, norm_len) -> Tensor:
+    m, lengths, _ = _shape(mask)
+    return m / lengths.sum()
+
+
+@aggregation_mode("token-sum", notebook=_NB2)
+def _token_sum(mask, adv, group, norm_len) -> Tensor:
+    return mask.double()
+
+
+@aggregation_mode("seq-mean-token-mean", notebook=_NB2)
+def _seq_mean_token_mean(mask, adv, group, norm_len) -> Tensor:
+    m, lengths, n_seq = _shape(mask)
+    return m / (lengths.clamp(min=1)[:, None] * n_seq)
+
+
+@aggregation_mode("seq-mean-token-sum", notebook=_NB2)
+def _seq_mean_token_sum(mask, adv, group, norm_len) -> Tensor:
+    m, _, n_seq = _shape(mask)
+    return m / n_seq
+
+
+@aggregation_mode("seq-mean-token-sum-norm", notebook=_NB2)
+def _seq_mean_token_sum_norm(mask, adv, group, norm_len) -> Tensor:
+    m, _, n_seq = _shape(mask)
+    norm = float(mask.shape[1]) if norm_len is None else _checks.positive("norm_len", norm_len)
+    return m / (n_seq * norm)
+
+
+@aggregation_mode("balanced", notebook=_NB2)
+def _balanced(mask, adv, group, norm_len) -> Tensor:
+    if adv is None or group is None:
+        raise ValueError("`adv` and `group` are required for mode='balanced'")
+    m, lengths, _ = _shape(mask)
+    adv = _checks.as_tensor("adv", adv)
+    adv = _checks.floating("adv", adv) if adv.dim() == 1 else adv  # [B, T]: checked on the mask only
+    seq_adv = _sequence_advantage(adv, mask).double()
+    group = _checks.group_ids("group", group, mask.shape[0])
+    _, index = torch.unique(group, return_inverse=True)
+    n_groups = int(index.max()) + 1
+    size = torch.bincount(index, minlength=n_groups).double()
+    weights = torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device)
+    for side in (seq_adv > 0, seq_adv < 0):
+        count = torch.zeros(n_groups, dtype=torch.float64, device=mask.device).index_add_(0, index, side.double())
+        tokens = torch.zeros(n_groups, dtype=torch.float64, device=mask.device).index_add_(0, index, lengths * side)
+        per_token = (count / size) / tokens.clamp(min=1e-300)
+        weights = weights + torch.where(side, per_token[index], torch.zeros((), dtype=torch.float64))
+    return m * weights[:, None] / n_groups
+
+
+#: The registered modes, in registration order (a new ``@aggregation_mode`` appears here when imported).
+MODES = names("aggregation")
 
 
 def _sequence_advantage(adv: Tensor, mask: Tensor) -> Tensor:
@@ -53,8 +110,7 @@ def _sequence_advantage(adv: Tensor, mask: Tensor) -> Tensor:
             raise ValueError(f"`adv` must have shape [{mask.shape[0]}] or {list(mask.shape)}, got {list(adv.shape)}")
         return adv
     adv = _checks.masked("adv", adv, mask)
-    counts = mask.sum(1).clamp(min=1)
-    return torch.where(mask, adv, torch.zeros((), dtype=adv.dtype)).sum(1) / counts
+    return masked_mean(adv, mask, dim=1)
 
 
 def token_weights(mask: Tensor, mode: str = "token-mean", adv: Tensor | None = None, group: Tensor | None = None,
@@ -70,44 +126,16 @@ def token_weights(mask: Tensor, mode: str = "token-mean", adv: Tensor | None = N
     norm_len      Dr. GRPO's constant (max response length); default T
     returns       ``[B, T]`` float64
     ============  =========================================================
+
+    ``mode`` is any registered aggregation mode (:data:`MODES` and any added since).
     """
-    _checks.choice("mode", mode, set(MODES))
+    entry = lookup("aggregation", mode, "mode")
     mask = _checks.bool_mask("mask", mask)
     if mask.dim() != 2:
         raise ValueError(f"`mask` must have shape [B, T], got {list(mask.shape)}")
     if not mask.any():
         raise ValueError("`mask` is empty: no token to aggregate")
-    m = mask.double()
-    lengths = m.sum(1)
-    n_seq = (lengths > 0).sum().double()
-    if mode == "token-mean":
-        return m / lengths.sum()
-    if mode == "token-sum":
-        return m
-    if mode == "seq-mean-token-mean":
-        return m / (lengths.clamp(min=1)[:, None] * n_seq)
-    if mode == "seq-mean-token-sum":
-        return m / n_seq
-    if mode == "seq-mean-token-sum-norm":
-        norm = float(mask.shape[1]) if norm_len is None else _checks.positive("norm_len", norm_len)
-        return m / (n_seq * norm)
-    # balanced
-    if adv is None or group is None:
-        raise ValueError("`adv` and `group` are required for mode='balanced'")
-    adv = _checks.as_tensor("adv", adv)
-    adv = _checks.floating("adv", adv) if adv.dim() == 1 else adv
-    seq_adv = _sequence_advantage(adv, mask).double()
-    group = _checks.group_ids("group", group, mask.shape[0])
-    _, index = torch.unique(group, return_inverse=True)
-    n_groups = int(index.max()) + 1
-    size = torch.bincount(index, minlength=n_groups).double()
-    weights = torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device)
-    for side in (seq_adv > 0, seq_adv < 0):
-        count = torch.zeros(n_groups, dtype=torch.float64, device=mask.device).index_add_(0, index, side.double())
-        tokens = torch.zeros(n_groups, dtype=torch.float64, device=mask.device).index_add_(0, index, lengths * side)
-        per_token = (count / size) / tokens.clamp(min=1e-300)
-        weights = weights + torch.where(side, per_token[index], torch.zeros((), dtype=torch.float64))
-    return m * weights[:, None] / n_groups
+    return entry.fn(mask, adv, group, norm_len)
 
 
 def aggregate(loss: Tensor, mask: Tensor, mode: str = "token-mean", adv: Tensor | None = None,

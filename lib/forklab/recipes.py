@@ -3,11 +3,17 @@
 Introduced in ``notebooks/00_tour.ipynb``; every trainer and notebook experiment takes a
 :class:`Recipe`. A recipe turns a :class:`Batch` of scored rollouts into ``(loss, metrics)``:
 
-    adv   = recipe.advantages(batch)                    # [B] (or [B, T] for HAPO's redistribution)
-    keep  = batch.mask & entropy_top_mask(...)          # forking-token mask, if any
-    ℓ     = surrogate(logp, old_logp, adv, keep, ...)   # [B, T] per-token loss
-    ℓ     = ℓ · token_weights                           # STEER λ, if any
-    loss  = aggregate(ℓ, keep, mode) − c_H·agg(H) + β·agg(KL(π‖π_ref))
+    adv   = recipe.advantages(batch)                          # [B], the registered estimator
+    keep  = recipe.token_mask(batch)                          # batch.mask ∧ forking-token mask, if any
+    adv   = recipe.token_advantages(batch, adv, old, keep)    # HAPO's redistribution [B, T], if any
+    ℓ     = recipe.per_token_loss(batch, adv, old, keep)      # [B, T], the registered surrogate
+    ℓ     = recipe.weight_tokens(batch, ℓ, adv, old, keep)    # STEER λ / GTPO weights, if any
+    L     = recipe.aggregate(ℓ, keep, adv, group)             # the registered aggregation mode
+    loss  = recipe.regularise(batch, L, adv, keep)            # L − c_H·agg(H) + β·agg(KL(π‖π_ref))
+
+Estimators, surrogates and modes are looked up by name in one registry (``@objective`` and friends,
+re-exported here; :func:`names`, :func:`registered`), so a newly registered part works in a
+:class:`Recipe`, the trainers and the lessons without touching this file (``docs/conventions.md``).
 
 Presets by name (:func:`get`): ``grpo``, ``dr_grpo``, ``dapo``, ``gspo``, ``sapo``, ``cispo``,
 ``ba``, ``forking20``, ``clip_cov``, ``kl_cov``, ``hapo``, ``steer``, ``lp_reg``. Each preset's
@@ -29,13 +35,18 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
-from forklab import advantages as adv_lib
+from forklab import _registry as registry
+from forklab import adaptive_clipping as _adaptive_clipping  # noqa: F401 - registers DCPO, BAPO, ETR
+from forklab import advantages as _advantages  # noqa: F401 - registers the estimators
 from forklab import regularizers as reg
 from forklab import surrogates as sur
+from forklab._batch_checks import checked_fields
+from forklab._registry import Entry, advantage_estimator, aggregation_mode, names, objective
 from forklab.aggregation import aggregate
 from forklab.kl import kl_estimate
 
-__all__ = ["Batch", "Recipe", "get", "PRESETS", "overlong_penalty"]
+__all__ = ["Batch", "Recipe", "get", "PRESETS", "overlong_penalty", "objective", "advantage_estimator",
+           "aggregation_mode", "names", "registered", "Entry"]
 
 
 @dataclass
@@ -70,6 +81,11 @@ class Batch:
     proxy_logp: Tensor | None = None
     adv: Tensor | None = None
 
+    @property
+    def lengths(self) -> Tensor:
+        """``[B]`` long, response lengths ``mask.sum(1)`` (HAPO's token-level advantage reads them)."""
+        return self.mask.sum(1)
+
     def require(self, *names: str, why: str) -> None:
         missing = [n for n in names if getattr(self, n) is None]
         if missing:
@@ -91,46 +107,24 @@ def overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float =
     return torch.clamp(-(lengths - (max_len - buffer)) / buffer * factor, max=0.0)
 
 
-_ADVANTAGES: dict[str, Callable] = {
-    "grpo": lambda b, **kw: adv_lib.grpo(b.rewards, b.group, **kw),
-    "dr_grpo": lambda b, **kw: adv_lib.grpo(b.rewards, b.group, scale="none", **kw),
-    "rloo": lambda b, **kw: adv_lib.rloo(b.rewards, b.group),
-    "median": lambda b, **kw: adv_lib.median(b.rewards, b.group, **kw),
-    "hapo": lambda b, **kw: adv_lib.token_group_average(b.rewards, b.group, b.mask.sum(1), **kw),
-    "gdpo": lambda b, **kw: adv_lib.multi_reward(b.rewards, b.group, **kw),
-}
-
-_SURROGATES: dict[str, Callable] = {
-    "reinforce": lambda b, old, a, m, **kw: sur.reinforce(b.logp, a, m, return_metrics=True),
-    "ppo_clip": lambda b, old, a, m, **kw: sur.ppo_clip(b.logp, old, a, m, return_metrics=True, **kw),
-    "gspo": lambda b, old, a, m, **kw: sur.gspo(b.logp, old, a, m, return_metrics=True, **kw),
-    "sapo": lambda b, old, a, m, **kw: sur.sapo(b.logp, old, a, m, return_metrics=True, **kw),
-    "cispo": lambda b, old, a, m, **kw: sur.cispo(b.logp, old, a, m, return_metrics=True, **kw),
-    "gmpo": lambda b, old, a, m, **kw: sur.gmpo(b.logp, old, a, m, return_metrics=True, **kw),
-    "dhpo": lambda b, old, a, m, **kw: sur.dhpo(b.logp, old, a, m, return_metrics=True, **kw),
-    "minpro": lambda b, old, a, m, **kw: sur.minpro(b.logp, old, a, m, return_metrics=True, **kw),
-    "hapo_clip": lambda b, old, a, m, **kw: sur.hapo_clip(b.logp, old, a, m, b.entropy.detach(),
-                                                          return_metrics=True, **kw),
-    "clip_cov": lambda b, old, a, m, generator=None, **kw: reg.clip_cov(b.logp, old, a, m, return_metrics=True,
-                                                                         generator=generator, **kw),
-    "kl_cov": lambda b, old, a, m, **kw: reg.kl_cov(b.logp, old, a, m, return_metrics=True, **kw),
-    "lp_reg": lambda b, old, a, m, **kw: reg.lp_reg(b.logp, old, a, m, b.proxy_logp, return_metrics=True, **kw),
-}
-
-_NEEDS = {"hapo_clip": ("entropy",), "lp_reg": ("proxy_logp",)}
+_ADV_INPUTS = ("rewards", "group")
+_SUR_INPUTS = ("logp", "old_logp", "adv", "mask", "generator")  # generator: bound by Recipe.loss, not a setting
+_AGG_INPUTS = ("mask", "adv", "group", "norm_len")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """A complete GRPO-family objective. See the module docstring for the order of operations.
 
-    ``advantage``: one of ``grpo``, ``dr_grpo``, ``rloo``, ``median``, ``hapo``, ``gdpo``;
-    ``surrogate``: one of ``reinforce``, ``ppo_clip``, ``gspo``, ``sapo``, ``cispo``, ``gmpo``,
-    ``dhpo``, ``minpro``, ``hapo_clip``, ``clip_cov``, ``kl_cov``, ``lp_reg``; ``aggregation``: a
-    mode of :mod:`forklab.aggregation`; ``entropy_top_ratio``: keep only that top share of tokens
-    by entropy (80/20); ``token_weighting``: ``None``, ``"steer"`` or ``"gtpo"``;
-    ``hapo_redistribution``: β of HAPO's differential advantage redistribution (0 = off);
-    ``dynamic_sampling``: a flag for trainers (DAPO: drop groups whose rewards are all equal).
+    ``advantage``: a registered advantage estimator (``names("advantage")``: ``grpo``, ``dr_grpo``,
+    ``rloo``, ``median``, ``hapo``, ``gdpo``, ...); ``surrogate``: a registered surrogate
+    (``names("surrogate")``: ``reinforce``, ``ppo_clip``, ``gspo``, ``sapo``, ``cispo``, ``gmpo``,
+    ``dhpo``, ``hapo_clip``, ``minpro``, ``clip_cov``, ``kl_cov``, ``lp_reg``, ...); ``*_kwargs``: that
+    function's keyword settings (checked against its signature); ``aggregation``: a registered mode
+    of :mod:`forklab.aggregation`; ``entropy_top_ratio``: keep only that top share of tokens by
+    entropy (80/20); ``token_weighting``: ``None``, ``"steer"`` or ``"gtpo"``; ``hapo_redistribution``:
+    β of HAPO's differential advantage redistribution (0 = off); ``dynamic_sampling``: a flag for
+    trainers (DAPO: drop groups whose rewards are all equal).
     """
 
     name: str = "custom"
@@ -150,8 +144,15 @@ class Recipe:
     dynamic_sampling: bool = False
 
     def __post_init__(self):
-        _checks.choice("advantage", self.advantage, _ADVANTAGES.keys())
-        _checks.choice("surrogate", self.surrogate, _SURROGATES.keys())
+        parts = (("advantage", self.advantage, "advantage_kwargs", self.advantage_kwargs, _ADV_INPUTS),
+                 ("surrogate", self.surrogate, "surrogate_kwargs", self.surrogate_kwargs, _SUR_INPUTS))
+        for kind, name, arg, settings, inputs in parts:
+            entry = registry.lookup(kind, name)
+            unknown = set(settings) - registry.settings_of(entry, inputs)
+            if unknown:
+                raise ValueError(f"`{arg}` has {sorted(unknown)}, which {kind} {name!r} does not take; it takes "
+                                 f"{sorted(registry.settings_of(entry, inputs))}")
+        registry.lookup("aggregation", self.aggregation)
         if self.token_weighting is not None:
             _checks.choice("token_weighting", self.token_weighting, {"steer", "gtpo"})
         _checks.choice("kl_kind", self.kl_kind, {"k1", "k2", "k3", "abs"})
@@ -166,67 +167,120 @@ class Recipe:
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
 
+    def needs(self) -> set[str]:
+        """The optional :class:`Batch` fields this recipe reads (e.g. ``{"entropy"}`` for the 80/20 mask)."""
+        fields = set(registry.lookup("advantage", self.advantage).needs) - {"lengths"}
+        fields |= set(registry.lookup("surrogate", self.surrogate).needs)
+        if self.entropy_coef or self.entropy_top_ratio is not None or self.token_weighting == "steer" \
+                or self.hapo_redistribution:
+            fields.add("entropy")
+        if self.token_weighting == "gtpo":
+            fields.add("tokens")
+        if self.kl_coef:
+            fields.add("ref_logp")
+        return fields
+
+    # -- the stages of loss(), in order; each can be called on its own (notebooks show them one by one)
     def advantages(self, batch: Batch) -> Tensor:
-        """Per-response advantages ``[B]`` from ``batch.rewards`` (or ``batch.adv`` if given)."""
+        """Stage 1: per-response advantages ``[B]`` from ``batch.rewards`` (or ``batch.adv`` if given)."""
         if batch.adv is not None:
             return batch.adv
         batch.require("rewards", why=f"advantage estimator {self.advantage!r}")
+        entry = registry.lookup("advantage", self.advantage)
+        inputs = {"rewards": batch.rewards, "group": batch.group}
         try:
-            return _ADVANTAGES[self.advantage](batch, **self.advantage_kwargs)
+            adv, _ = registry.call(entry, inputs, batch, self.advantage_kwargs)
         except ValueError as err:  # the estimator names its own argument (e.g. `lengths` = mask.sum(1))
             raise ValueError(f"`batch` (advantage estimator {self.advantage!r}): {err}") from err
+        return adv
+
+    def token_mask(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """Stage 2: the tokens that learn, ``[B, T]`` bool: the response mask, ∧ the forking-token mask if set."""
+        keep = _checks.bool_mask("mask", batch.mask)
+        if self.entropy_top_ratio is None:
+            return keep, {}
+        batch.require("entropy", why="the forking-token mask (entropy_top_ratio)")
+        keep = keep & reg.entropy_top_mask(batch.entropy.detach(), keep, self.entropy_top_ratio)
+        return keep, {"entropy_mask/kept": float(keep.sum() / batch.mask.sum())}
+
+    def token_advantages(self, batch: Batch, adv: Tensor, old_logp: Tensor, keep: Tensor) -> Tensor:
+        """Stage 2b: HAPO's differential advantage redistribution (``[B, T]``) when set, else ``adv`` itself."""
+        if not self.hapo_redistribution:
+            return adv
+        batch.require("entropy", why="HAPO's advantage redistribution")
+        return sur.hapo_redistribute(batch.logp, old_logp, adv, keep, batch.entropy.detach(),
+                                     beta=self.hapo_redistribution, **_clip_eps(self.surrogate_kwargs))
+
+    def per_token_loss(self, batch: Batch, adv: Tensor, old_logp: Tensor, keep: Tensor,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """Stage 3: the registered surrogate's per-token loss ``[B, T]`` (0 off ``keep``) and its metrics.
+
+        ``generator`` goes to a surrogate that draws at random (one with a ``generator`` parameter, e.g.
+        ``clip_cov``), never torch's global RNG; ``None`` gives a fresh generator seeded 0.
+        """
+        entry = registry.lookup("surrogate", self.surrogate)
+        batch.require(*entry.needs, why=f"surrogate {self.surrogate!r}")
+        generator = torch.Generator().manual_seed(0) if generator is None else generator
+        inputs = {"logp": batch.logp, "old_logp": old_logp, "adv": adv, "mask": keep, "generator": generator}
+        return registry.call(entry, inputs, batch, self.surrogate_kwargs)
+
+    def weight_tokens(self, batch: Batch, per_token: Tensor, adv: Tensor, old_logp: Tensor,
+                      keep: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Stage 4: per-token weights on the loss: STEER's λ or GTPO's conflict weights, when set."""
+        if self.token_weighting == "steer":
+            batch.require("entropy", why="STEER weights")
+            w = reg.steer_weights(adv, batch.logp, old_logp, batch.entropy.detach(), keep,
+                                  **self.token_weighting_kwargs)
+            return per_token * w, {"steer/weight_mean": float(w[keep].mean())}
+        if self.token_weighting == "gtpo":
+            batch.require("tokens", why="GTPO conflict weights")
+            w = reg.gtpo_conflict_weights(batch.tokens, keep, adv, batch.group, **self.token_weighting_kwargs)
+            return per_token * w.to(per_token.dtype), {}
+        return per_token, {}
+
+    def aggregate(self, values: Tensor, keep: Tensor, adv: Tensor, group: Tensor) -> Tensor:
+        """Stage 5: a per-token ``[B, T]`` tensor → scalar under the recipe's aggregation mode."""
+        return aggregate(values, keep, mode=self.aggregation, adv=adv, group=group, norm_len=self.norm_len)
+
+    def regularise(self, batch: Batch, policy_loss: Tensor, adv: Tensor, keep: Tensor) -> tuple[Tensor, dict]:
+        """Stage 6: policy loss − c_H·agg(H) + β·agg(KL(π‖π_ref)), each term when its coefficient is set."""
+        total, metrics = policy_loss, {}
+        if self.entropy_coef:
+            batch.require("entropy", why="the entropy bonus")
+            total = total + reg.entropy_bonus(batch.entropy, keep, self.entropy_coef, mode=self.aggregation, adv=adv,
+                                              group=batch.group, norm_len=self.norm_len)
+        if self.kl_coef:
+            batch.require("ref_logp", why="the KL term (kl_coef > 0)")
+            kl = self.aggregate(kl_estimate(batch.logp, batch.ref_logp, self.kl_kind, mask=keep), keep, adv,
+                                batch.group)
+            total = total + self.kl_coef * kl
+            metrics["kl"] = float(kl.detach())
+        return total, metrics
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """Scalar loss to minimise and the metrics trainers log (TRL names where they exist).
+        """Scalar loss to minimise and the metrics trainers log (TRL names where they exist): the stages in order.
 
-        ``generator`` drives the random choices of ``clip_cov`` (never torch's global RNG); ``None``
-        uses a fresh generator seeded 0, so one batch always gives one loss.
+        The batch is validated first (:func:`_validated`). ``generator`` drives the random choices of
+        ``clip_cov`` (never torch's global RNG); ``None`` uses a fresh generator seeded 0, so one batch
+        always gives one loss.
         """
         batch = _validated(batch)
         if self.aggregation == "seq-mean-token-sum-norm" and self.norm_len is None:
             raise ValueError("`norm_len` is required for seq-mean-token-sum-norm (Dr. GRPO divides by a constant, "
                              "the generation budget); RLTrainer sets it to config.max_new_tokens")
-        adv = self.advantages(batch)
         old = batch.logp.detach() if batch.old_logp is None else batch.old_logp
-        keep = batch.mask
-        metrics: dict[str, float] = {}
-        if self.entropy_top_ratio is not None:
-            batch.require("entropy", why="the forking-token mask (entropy_top_ratio)")
-            keep = keep & reg.entropy_top_mask(batch.entropy.detach(), keep, self.entropy_top_ratio)
-            metrics["entropy_mask/kept"] = float(keep.sum() / batch.mask.sum())
-        if self.hapo_redistribution:
-            batch.require("entropy", why="HAPO's advantage redistribution")
-            adv = sur.hapo_redistribute(batch.logp, old, adv, keep, batch.entropy.detach(),
-                                        beta=self.hapo_redistribution, **_clip_eps(self.surrogate_kwargs))
-        batch.require(*_NEEDS.get(self.surrogate, ()), why=f"surrogate {self.surrogate!r}")
-        extra = {}
-        if self.surrogate == "clip_cov":
-            extra["generator"] = generator if generator is not None else torch.Generator().manual_seed(0)
-        per_token, sur_metrics = _SURROGATES[self.surrogate](batch, old, adv, keep, **extra, **self.surrogate_kwargs)
-        metrics |= sur_metrics
-        if self.token_weighting == "steer":
-            batch.require("entropy", why="STEER weights")
-            w = reg.steer_weights(adv, batch.logp, old, batch.entropy.detach(), keep, **self.token_weighting_kwargs)
-            per_token = per_token * w
-            metrics["steer/weight_mean"] = float(w[keep].mean())
-        elif self.token_weighting == "gtpo":
-            batch.require("tokens", why="GTPO conflict weights")
-            w = reg.gtpo_conflict_weights(batch.tokens, keep, adv, batch.group, **self.token_weighting_kwargs)
-            per_token = per_token * w.to(per_token.dtype)
-        agg = dict(mode=self.aggregation, adv=adv, group=batch.group, norm_len=self.norm_len)
-        policy_loss = aggregate(per_token, keep, **agg)
-        total = policy_loss
+        adv = self.advantages(batch)
+        keep, metrics = self.token_mask(batch)
+        adv = self.token_advantages(batch, adv, old, keep)
+        per_token, surrogate_metrics = self.per_token_loss(batch, adv, old, keep, generator)
+        per_token, weight_metrics = self.weight_tokens(batch, per_token, adv, old, keep)
+        policy_loss = self.aggregate(per_token, keep, adv, batch.group)
+        metrics |= surrogate_metrics | weight_metrics
         metrics["loss/policy"] = float(policy_loss.detach())
         if batch.entropy is not None:
             metrics["entropy"] = float(batch.entropy.detach()[batch.mask].mean())
-        if self.entropy_coef:
-            batch.require("entropy", why="the entropy bonus")
-            total = total + reg.entropy_bonus(batch.entropy, keep, self.entropy_coef, **agg)
-        if self.kl_coef:
-            batch.require("ref_logp", why="the KL term (kl_coef > 0)")
-            kl = aggregate(kl_estimate(batch.logp, batch.ref_logp, self.kl_kind, mask=keep), keep, **agg)
-            total = total + self.kl_coef * kl
-            metrics["kl"] = float(kl.detach())
+        total, reg_metrics = self.regularise(batch, policy_loss, adv, keep)
+        metrics |= reg_metrics
         a = adv if adv.dim() == 1 else adv[batch.mask]
         metrics["advantages/mean_abs"] = float(a.detach().abs().mean())
         return total, metrics
@@ -236,26 +290,7 @@ def _validated(batch: Batch) -> Batch:
     """The batch with every field checked (names in the errors) and off-mask values replaced by 0."""
     if not isinstance(batch, Batch):
         raise ValueError(f"`batch` must be a forklab.recipes.Batch, got {type(batch).__name__}")
-    mask = _checks.bool_mask("mask", batch.mask)
-    if mask.dim() != 2:
-        raise ValueError(f"`mask` must have shape [B, T], got {list(mask.shape)}")
-    fields = {"mask": mask, "logp": _checks.masked("logp", batch.logp, mask),
-              "group": _checks.group_ids("group", batch.group, mask.shape[0])}
-    for name in ("old_logp", "ref_logp", "entropy", "proxy_logp"):
-        if getattr(batch, name) is not None:
-            fields[name] = _checks.masked(name, getattr(batch, name), mask)
-    if batch.rewards is not None:
-        fields["rewards"] = _checks.floating("rewards", batch.rewards)
-    if batch.tokens is not None:
-        tokens = _checks.as_tensor("tokens", batch.tokens)
-        if tokens.is_floating_point() or tokens.dtype == torch.bool or tokens.is_complex():
-            raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
-        _checks.same_shape("mask", mask, "tokens", tokens)
-        fields["tokens"] = tokens
-    if batch.adv is not None:
-        adv = _checks.as_tensor("adv", batch.adv)
-        fields["adv"] = _checks.masked("adv", adv, mask) if adv.dim() == 2 else _checks.floating("adv", adv)
-    return dataclasses.replace(batch, **fields)
+    return dataclasses.replace(batch, **checked_fields(batch))
 
 
 def _clip_eps(kwargs: dict) -> dict:
@@ -359,6 +394,11 @@ PRESETS: dict[str, Callable[[], Recipe]] = {
     f.__name__: f for f in (grpo, dr_grpo, dapo, gspo, sapo, cispo, ba, forking20, clip_cov, kl_cov, hapo, steer,
                             lp_reg)
 }
+
+
+def registered(kind: str) -> dict[str, Entry]:
+    """The registry: ``kind`` (``"advantage"``, ``"surrogate"`` or ``"aggregation"``) → name → :class:`Entry`."""
+    return registry.entries(kind)
 
 
 def get(name: str, **overrides) -> Recipe:

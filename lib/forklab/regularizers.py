@@ -18,8 +18,11 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._objective_inputs import _log_ratio, _masked, _mean, _prepare, _share
+from forklab._registry import objective
 from forklab.aggregation import aggregate
-from forklab.surrogates import _log_ratio, _masked, _prepare, ppo_clip
+from forklab.ops import masked_mean
+from forklab.surrogates import ppo_clip
 
 __all__ = [
     "entropy_top_mask",
@@ -98,12 +101,11 @@ def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
     """
     logp, _, adv, mask = _prepare(logp, None, adv, mask)
     lp, a = logp.detach(), adv.detach()
-    n = mask.sum()
-    lp_mean = _masked(lp, mask).sum() / n
-    a_mean = _masked(a, mask).sum() / n
+    lp_mean, a_mean = masked_mean(lp, mask), masked_mean(a, mask)
     return _masked((lp - lp_mean) * (a - a_mean), mask)
 
 
+@objective("clip_cov", label="Clip-Cov", notebook="05_entropy_interventions")
 def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
              eps_high: float | None = None, clip_ratio: float = 2e-4, cov_lb: float = 1.0, cov_ub: float = 5.0,
              generator: torch.Generator | None = None, return_metrics: bool = False):
@@ -134,11 +136,12 @@ def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low:
         chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:n_clip].to(candidates.device)]
         keep[chosen] = 0.0
     keep = keep.reshape(mask.shape)
-    metrics["clip_cov/frac"] = float(((keep == 0) & mask).sum() / mask.sum())
+    metrics["clip_cov/frac"] = _share((keep == 0) & mask, mask)
     loss = loss * keep
     return (loss, metrics) if return_metrics else loss
 
 
+@objective("kl_cov", label="KL-Cov", notebook="05_entropy_interventions")
 def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: float = 2e-3, kl_coef: float = 1.0,
            return_metrics: bool = False):
     """KL-Cov: a |log-ratio| penalty on the top-covariance tokens, no PPO clipping (arXiv 2505.22617, §4.5).
@@ -162,8 +165,7 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: 
     selected[flat.topk(k).indices] = True
     selected = selected.reshape(mask.shape) & mask
     loss = -adv * ratio + kl_coef * delta.abs() * selected
-    metrics = {"kl_cov/frac": float(selected.sum() / mask.sum()),
-               "ppo_kl": float(_masked(delta.detach().abs(), mask).sum() / mask.sum())}
+    metrics = {"kl_cov/frac": _share(selected, mask), "ppo_kl": _mean(delta.detach().abs(), mask)}
     loss = _masked(loss, mask)
     return (loss, metrics) if return_metrics else loss
 
@@ -195,6 +197,7 @@ def minp_proxy_logprobs(logits: Tensor, tokens: Tensor, kappa: float = 0.02, tem
     return torch.log_softmax(filtered, -1).gather(-1, tokens.long()[..., None])[..., 0].to(logits.dtype)
 
 
+@objective("lp_reg", needs=("proxy_logp",), label="Lp-Reg", notebook="05_entropy_interventions")
 def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp: Tensor, neg_ratio: float = 0.01,
            beta: float = 1.0, eps_low: float = 1.0, eps_high: float = 9.0, return_metrics: bool = False):
     """Lp-Reg: protect rare but plausible tokens of negative samples (arXiv 2510.03222; formulas.md, HIGH code).
@@ -229,7 +232,7 @@ def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp
     regularised = -adv * ratio + beta * k3
     loss = _masked(torch.where(selected, regularised, base), mask)
     if return_metrics:
-        return loss, {"lp_reg/frac": float(selected.sum() / mask.sum())}
+        return loss, {"lp_reg/frac": _share(selected, mask)}
     return loss
 
 

@@ -34,6 +34,20 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab._hapo_entropy import hapo_entropy_stats, hapo_normalized_entropy, hapo_redistribute
+from forklab._objective_inputs import (
+    _LOG_RATIO_CLAMP,
+    _eps,
+    _eps_tensor,
+    _log_ratio,
+    _masked,
+    _mean,
+    _prepare,
+    _share,
+    ratio_metrics,
+)
+from forklab._registry import objective
+from forklab.ops import masked_mean
 
 __all__ = [
     "reinforce",
@@ -53,96 +67,13 @@ __all__ = [
     "ratio_metrics",
 ]
 
-_LOG_RATIO_CLAMP = 20.0
-
-
-# ----------------------------------------------------------------------------------- helpers
-def _prepare(logp, old_logp, adv, mask) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    logp = _checks.as_tensor("logp", logp)
-    if logp.dim() != 2:
-        raise ValueError(f"`logp` must have shape [B, T], got {list(logp.shape)}")
-    mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("logp", logp, "mask", mask)
-    logp = _checks.masked("logp", logp, mask)
-    if old_logp is not None:
-        old_logp = _checks.as_tensor("old_logp", old_logp)
-        _checks.same_shape("logp", logp, "old_logp", old_logp)
-        old_logp = _checks.masked("old_logp", old_logp, mask).to(logp.dtype)
-    adv = _checks.as_tensor("adv", adv)
-    if adv.dim() == 1 and adv.shape[0] == logp.shape[0]:
-        adv = adv[:, None].expand_as(logp)
-    elif adv.shape != logp.shape:
-        raise ValueError(f"`adv` must have shape [{logp.shape[0]}] or {list(logp.shape)}, got {list(adv.shape)}")
-    adv = _checks.masked("adv", adv, mask).to(logp.dtype)
-    if not mask.any():
-        raise ValueError("`mask` is empty: no token to compute a loss for")
-    return logp, old_logp, adv, mask
-
-
-def _eps(name: str, value, high: float = 1e6) -> float:
-    """A clip width: finite, in [0, high] (``eps_low`` of a ratio clip must stay ≤ 1: r ≥ 0 already)."""
-    return _checks.finite(name, value, 0.0, high)
-
-
-def _eps_tensor(name: str, value, like: Tensor, high: float):
-    if isinstance(value, Tensor):
-        value = _checks.floating(name, value).to(like.dtype)
-        if value.dim() and value.shape != like.shape:
-            raise ValueError(f"`{name}` must be a number or have shape {list(like.shape)}, got {list(value.shape)}")
-        if ((value < 0) | (value > high)).any():
-            raise ValueError(f"`{name}` must lie in [0, {high}]")
-        return value
-    return _eps(name, value, high)
-
-
-def _masked(loss: Tensor, mask: Tensor) -> Tensor:
-    return torch.where(mask, loss, torch.zeros((), dtype=loss.dtype))
-
-
-def _log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
-    # off-mask positions get δ = 0 so that garbage there cannot produce inf·0 = NaN gradients
-    delta = torch.where(mask, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype))
-    return delta.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
-
-
-def _mean(x: Tensor, mask: Tensor) -> float:
-    return float(torch.where(mask, x, torch.zeros((), dtype=x.dtype)).sum() / mask.sum())
-
-
-def ratio_metrics(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=0.2) -> dict[str, float]:
-    """What TRL/verl log about a clipped ratio, over the valid tokens.
-
-    ``clip_ratio/low_mean``: share with r < 1 − ε_low and A < 0 (the lower clip binds);
-    ``clip_ratio/high_mean``: share with r > 1 + ε_high and A > 0 (the upper clip binds);
-    ``clip_ratio/region_mean``: their union (TRL's names; verl calls the union ``pg_clipfrac``);
-    ``ratio/mean``: mean r. ``ratio``, ``adv``, ``mask`` are ``[B, T]``; ``eps_*`` floats or ``[B, T]``.
-    """
-    mask = _checks.bool_mask("mask", mask)
-    r = _checks.masked("ratio", _checks.as_tensor("ratio", ratio).detach(), mask)
-    adv = _checks.as_tensor("adv", adv)
-    if adv.dim() == 1 and adv.shape[0] == r.shape[0]:
-        adv = adv[:, None].expand_as(r)
-    adv = _checks.masked("adv", adv, mask)
-    if not mask.any():
-        raise ValueError("`mask` is empty: no token to compute metrics over")
-    eps_low, eps_high = _eps_tensor("eps_low", eps_low, r, 1e6), _eps_tensor("eps_high", eps_high, r, 1e6)
-    low = (r < 1 - eps_low) & (adv < 0) & mask
-    high = (r > 1 + eps_high) & (adv > 0) & mask
-    n = mask.sum()
-    return {
-        "ratio/mean": _mean(r, mask),
-        "clip_ratio/low_mean": float(low.sum() / n),
-        "clip_ratio/high_mean": float(high.sum() / n),
-        "clip_ratio/region_mean": float((low | high).sum() / n),
-    }
-
-
 def _out(loss, mask, metrics, return_metrics):
     loss = _masked(loss, mask)
     return (loss, metrics) if return_metrics else loss
 
 
 # -------------------------------------------------------------------------------- surrogates
+@objective("reinforce", label="REINFORCE", notebook="01_policy_gradients_and_advantages")
 def reinforce(logp: Tensor, adv: Tensor, mask: Tensor, return_metrics: bool = False):
     """Plain policy gradient, no ratio and no clip: ℓ = −A · log π_θ(y_t).
 
@@ -156,6 +87,7 @@ def reinforce(logp: Tensor, adv: Tensor, mask: Tensor, return_metrics: bool = Fa
     return _out(-adv * logp, mask, metrics, return_metrics)
 
 
+@objective("ppo_clip", label="PPO clip", notebook="03_ratios_and_clipping")
 def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=None,
              dual_clip: float | None = None, return_metrics: bool = False):
     """PPO's clipped surrogate with asymmetric clips (DAPO clip-higher) and optional dual-clip.
@@ -190,7 +122,7 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
         c = _checks.finite("dual_clip", dual_clip, 1.0, low_open=True)
         capped = torch.minimum(loss, -adv * c)
         if return_metrics:
-            metrics["pg_clipfrac_lower"] = float(((adv < 0) & (loss > -adv * c) & mask).sum() / mask.sum())
+            metrics["pg_clipfrac_lower"] = _share((adv < 0) & (loss > -adv * c) & mask, mask)
         loss = torch.where(adv < 0, capped, loss)
     if return_metrics:
         metrics["ppo_kl"] = _mean(-delta.detach(), mask)
@@ -198,10 +130,11 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
 
 
 def _sequence_log_ratio(delta: Tensor, mask: Tensor) -> Tensor:
-    lengths = mask.sum(1, keepdim=True).clamp(min=1).to(delta.dtype)
-    return _masked(delta, mask).sum(1, keepdim=True) / lengths
+    """Per-sequence mean log-ratio ``[B, 1]`` (log of GSPO's length-normalised sequence ratio)."""
+    return masked_mean(delta, mask, dim=1)[:, None]
 
 
+@objective("gspo", label="GSPO", notebook="03_ratios_and_clipping")
 def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 3e-4,
          eps_high: float = 4e-4, return_metrics: bool = False):
     """GSPO: clip the length-normalised *sequence* ratio (Zheng et al., arXiv 2507.18071).
@@ -230,6 +163,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     return _out(loss, mask, metrics, return_metrics)
 
 
+@objective("sapo", label="SAPO", notebook="03_ratios_and_clipping")
 def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: float = 1.0, tau_neg: float = 1.05,
          return_metrics: bool = False):
     """SAPO's soft gate instead of a hard clip (Soft Adaptive Policy Optimization, arXiv 2511.20347).
@@ -237,8 +171,10 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: flo
     .. math:: f_\\tau(r) = \\frac{4}{\\tau}\\,\\sigma\\big(\\tau (r - 1)\\big), \\qquad \\ell = -f_\\tau(r)\\,A,
               \\qquad \\tau = \\tau_{pos} \\text{ if } A > 0 \\text{ else } \\tau_{neg}
 
-    f'_τ(r) = 4σ(1−σ) equals 1 at r = 1 (the on-policy gradient is −A∇log π) and decays smoothly as
-    r leaves 1, so far-off-policy tokens fade instead of being cut. τ_neg > τ_pos because negative
+    The gradient is −f'_τ(r)·r·A∇log π with f'_τ = 4σ(1−σ): the weight c(r) = 4σ(1−σ)·r equals 1 at
+    r = 1 (the on-policy gradient), *rises above 1* for r > 1 (for τ = 1 it peaks at c ≈ 1.57 near
+    r ≈ 2.06 and falls back to 1 only near r ≈ 3.47), and decays to 0 only far out; below r = 1 it
+    shrinks smoothly. Nothing is cut, unlike a hard clip. τ_neg > τ_pos because negative
     updates spread mass to many unsampled tokens. verl ``loss_mode="sapo"`` and TRL
     ``loss_type="sapo"`` agree (``tau_pos``/``tau_neg``; TRL ``sapo_temperature_pos/neg``), both with
     seq-mean-token-mean aggregation. Metrics: ``ratio/mean`` and ``sapo/gate_slope_mean`` (mean f').
@@ -256,6 +192,7 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, tau_pos: flo
     return _out(loss, mask, metrics, return_metrics)
 
 
+@objective("cispo", label="CISPO", notebook="03_ratios_and_clipping")
 def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
           eps_high: float | None = None, convention: str = "verl", return_metrics: bool = False):
     """CISPO: clip the importance-sampling *weight*, never the gradient (MiniMax-M1, arXiv 2506.13585).
@@ -267,6 +204,11 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     ``convention="trl"``: w = min(r, ε_high) with ε_high an *absolute* cap, default 5.0 (TRL
     ``loss_type="cispo"``, ScaleRL's recommendation; TRL's own default ε_high = ε = 0.2 caps every
     weight at 0.2 if forgotten). Unlike PPO, clipped tokens keep a gradient: −sg[w]·A·∇log π.
+
+    Metric ``cispo_clip_ratio`` follows TRL (``GRPOTrainer._compute_loss``: ``(coef_1 > epsilon_high)
+    & (advantages > 0)``, a mean over the valid tokens): the share of tokens whose weight hits the
+    *upper* cap while A > 0, i.e. the tokens whose push up is damped. The upper cap is 1 + ε_high
+    (verl) or ε_high (trl); tokens held at the lower bound, or with A ≤ 0, are not counted.
     """
     _checks.choice("convention", convention, {"verl", "trl"})
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
@@ -275,19 +217,22 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
         eps_low = _eps("eps_low", eps_low, 1.0)
         eps_high = eps_low if eps_high is None else _eps("eps_high", eps_high)
         weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-        clipped = weight != ratio
+        cap = 1 + eps_high
     else:
         eps_high = 5.0 if eps_high is None else _checks.positive("eps_high", eps_high)
         weight = torch.clamp(ratio, max=eps_high)
-        clipped = ratio > eps_high
+        cap = eps_high
     loss = -weight * adv * logp
     metrics = {}
     if return_metrics:
-        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float((clipped & mask).sum() / mask.sum())}
+        # TRL's definition: share of valid tokens whose weight is capped from above *and* whose A > 0
+        clipped = (ratio > cap) & (adv > 0) & mask
+        metrics = {"ratio/mean": _mean(ratio, mask), "cispo_clip_ratio": float(clipped.sum() / mask.sum())}
     return _out(loss, mask, metrics, return_metrics)
 
 
-def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
+@objective("gmpo", label="GMPO", notebook="03_ratios_and_clipping")
+def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.4, eps_high: float = 0.4,
          return_metrics: bool = False):
     """GMPO: maximise the *geometric* mean of token ratios, clipped per token in log space (arXiv 2507.20673).
 
@@ -300,15 +245,18 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     A sequence-level loss: every valid token of sequence i carries the value ℓ_i, so
     ``aggregate(..., "seq-mean-token-mean")`` gives verl's plain mean over sequences (verl
     ``loss_mode="geo_mean"`` ignores ``loss_agg_mode``). Ā_i is the masked mean of ``adv``.
+
+    ε are *log-space* bounds: default ±0.4, i.e. token ratios in (e^−0.4, e^0.4) = (0.670, 1.492), as
+    in the official scripts (``CLIPRANGE=0.4``) and verl's example (``clip_ratio_low = clip_ratio_high
+    = 0.4`` with ``loss_mode=geo_mean``). HIGH: paper, official code and verl agree. Notebook 03.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     eps_low, eps_high = _eps("eps_low", eps_low, _LOG_RATIO_CLAMP), _eps("eps_high", eps_high, _LOG_RATIO_CLAMP)
     delta = _log_ratio(logp, old_logp, mask)
-    lengths = mask.sum(1).clamp(min=1).to(delta.dtype)
-    seq_adv = _masked(adv, mask).sum(1) / lengths
+    seq_adv = masked_mean(adv, mask, dim=1)
     sign = torch.sign(seq_adv)[:, None]
     clipped = sign * torch.minimum(sign * delta, sign * delta.clamp(-eps_low, eps_high))
-    rho = torch.exp(_masked(clipped, mask).sum(1) / lengths)
+    rho = torch.exp(masked_mean(clipped, mask, dim=1))
     loss = (-seq_adv * rho)[:, None].expand_as(logp)
     metrics = {}
     if return_metrics:
@@ -321,7 +269,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
 def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     """Entropy-guided mixing weight for :func:`dhpo`: batch min–max normalised token entropy in [0, 1].
 
-    LOW confidence reconstruction (formulas.md §7): high-entropy (forking) tokens lean on their own
+    LOW confidence reconstruction (docs/formulas.md, Notebook 03): high-entropy (forking) tokens lean on their own
     token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
     """
     mask = _checks.bool_mask("mask", mask)
@@ -335,11 +283,12 @@ def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     return _masked(w.clamp(0, 1), mask)
 
 
+@objective("dhpo", label="DHPO (LOW)", notebook="03_ratios_and_clipping")
 def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, eps_token: float = 0.2,
          eps_seq: float = 0.2, return_metrics: bool = False):
     """DHPO: mix the token ratio and the sequence ratio, each clipped in its own range (arXiv 2601.05607).
 
-    **LOW confidence — a reconstruction from the abstract** (formulas.md §7; the code was "to be
+    **LOW confidence — a reconstruction from the abstract** (docs/formulas.md, Notebook 03; the code was "to be
     released"). Implemented as documented there, PPO-style pessimistic:
 
     .. math::
@@ -370,52 +319,7 @@ def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, 
     return _out(loss, mask, metrics, return_metrics)
 
 
-def hapo_entropy_stats(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> dict[str, float]:
-    """The statistics behind HAPO's ĥ: pivot m, spread σ and the two side scales, over valid tokens.
-
-    m = Q_pivot(log H), σ = RMS(log H − m), ``scale_pos`` = max h and ``scale_neg`` = |min h| of
-    h = (log H − m)/σ (1.0 for an empty side). Used by :func:`hapo_normalized_entropy` and, one step
-    late, by the adaptive-temperature sampler (``forklab.lm.sampling.hapo_temperature_fn``).
-    """
-    mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "mask", mask)
-    entropy = _checks.masked("entropy", entropy, mask)
-    if not mask.any():
-        raise ValueError("`mask` is empty")
-    pivot = _checks.finite("pivot", pivot, 0.0, 1.0, low_open=True)
-    if pivot == 1.0:
-        raise ValueError(f"`pivot` must lie in (0, 1), got {pivot}")
-    log_h = entropy.double().clamp(min=1e-8).log()[mask]  # quantile needs fp32/64; stats in fp64
-    m = torch.quantile(log_h, pivot)
-    sigma = ((log_h - m) ** 2).mean().sqrt().clamp(min=1e-12)
-    h = (log_h - m) / sigma
-    pos = float(h[h > 0].max()) if (h > 0).any() else 1.0
-    neg = float(-h[h < 0].min()) if (h < 0).any() else 1.0
-    return {"m": float(m), "sigma": float(sigma), "scale_pos": pos, "scale_neg": neg}
-
-
-def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> Tensor:
-    """HAPO's token-entropy normalisation ĥ ∈ [−1, 1] (``compute_entropy_h``; formulas.md §6, HIGH as implemented).
-
-    .. math::
-        \\ell_t = \\log H_t,\\; m = Q_{pivot}(\\ell),\\; \\sigma = \\sqrt{\\mathrm{mean}_t(\\ell_t - m)^2},\\;
-        h_t = (\\ell_t - m)/\\sigma,\\;
-        \\hat h_t = h_t / \\max_{h>0} h \\text{ if } h_t > 0 \\text{ else } h_t / |\\min_{h<0} h|
-
-    Statistics (:func:`hapo_entropy_stats`) are over the valid tokens of the batch; entropies are
-    clamped at 1e-8 before the log. Two notes on the reference code (HAPO repo, ``compute_entropy_h``):
-    it scales the negative side by 1/min(h<0), a negative number, which makes every ĥ ≥ 0 and
-    disables the ε_low branch of :func:`hapo_clip` — we follow the documented intent, 1/|min|; and one
-    reading of it divides by the masked std around the mean rather than the RMS around the pivot used
-    here (formulas.md §6). ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
-    """
-    stats = hapo_entropy_stats(entropy, mask, pivot)
-    entropy = _checks.masked("entropy", entropy, _checks.bool_mask("mask", mask))
-    h = (entropy.double().clamp(min=1e-8).log() - stats["m"]) / stats["sigma"]
-    h_hat = torch.where(h > 0, h / stats["scale_pos"], h / stats["scale_neg"])
-    return _masked(h_hat, _checks.bool_mask("mask", mask))
-
-
+@objective("hapo_clip", needs=("entropy",), label="HAPO clip", notebook="03_ratios_and_clipping")
 def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, eps_low: float = 0.2,
               eps_high: float = 0.2, alpha: float = 1.0, dual_clip: float | None = 3.0, pivot: float = 0.8,
               return_metrics: bool = False):
@@ -430,7 +334,7 @@ def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy
     Low-entropy (confident, possibly noisy) tokens may drop further; high-entropy tokens may rise
     further. ĥ from :func:`hapo_normalized_entropy`; then :func:`ppo_clip` with per-token ε and
     dual-clip (HAPO's loss is "the usual dual-clip PPO"; c = 3.0 as verl). HIGH as implemented in
-    the HAPO repository (formulas.md §6). ``entropy``: ``[B, T]`` of the rollout policy.
+    the HAPO repository (docs/formulas.md, Notebook 03). ``entropy``: ``[B, T]`` of the rollout policy.
     """
     eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
     alpha = _checks.finite("alpha", alpha, 0.0, 1e6)
@@ -456,6 +360,7 @@ def prefix_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     return _masked(delta.cumsum(1), mask)
 
 
+@objective("minpro", label="MinPRO (LOW)", notebook="03_ratios_and_clipping")
 def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float = 0.2,
            eps_high: float | None = None, include_current: bool = False, return_metrics: bool = False):
     """MinPRO: weight each token's clipped loss by the smallest token ratio of its prefix (arXiv 2601.22718).
@@ -486,24 +391,3 @@ def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: f
     if return_metrics:
         metrics["minpro/weight_mean"] = _mean(weight, mask)
     return _out(weight * loss, mask, metrics, return_metrics)
-
-
-def hapo_redistribute(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, beta: float = 1.0,
-                      eps_low: float = 0.2, eps_high: float = 0.2, pivot: float = 0.8) -> Tensor:
-    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; formulas.md §6, HIGH as implemented).
-
-    .. math:: A'_t = A_t (1 + \\beta \\hat h_t), \\qquad N = (1 - \\epsilon_{low}/2,\\; 1 + \\epsilon_{high}/2)
-
-    High-entropy tokens (ĥ > 0) use A' when the ratio is *outside* the neutral band N, else A;
-    low-entropy tokens (ĥ ≤ 0) use A' when the ratio is *inside* N, else A. ĥ from
-    :func:`hapo_normalized_entropy`. Returns the per-token advantage ``[B, T]`` (detached, 0 off mask).
-    """
-    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
-    beta = _checks.finite("beta", beta, 0.0, 1e6)
-    h_hat = hapo_normalized_entropy(entropy, mask, pivot).to(logp.dtype)
-    ratio = _log_ratio(logp, old_logp, mask).exp().detach()
-    inside = (ratio > 1 - eps_low / 2) & (ratio < 1 + eps_high / 2)
-    use_new = torch.where(h_hat > 0, ~inside, inside)
-    a = adv.detach()
-    return _masked(torch.where(use_new, a * (1 + beta * h_hat), a), mask)

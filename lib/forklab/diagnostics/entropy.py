@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
-from forklab.ops import entropy_from_logits
+from forklab.ops import entropy_from_logits, masked_sum
 from forklab.regularizers import entropy_top_mask
 
 __all__ = [
@@ -88,7 +88,7 @@ def per_position_entropy(entropy: Tensor, mask: Tensor) -> pd.DataFrame:
     """Mean token entropy at each response position t, with the number of responses that reach t."""
     entropy, mask = _inputs(entropy, mask)
     counts = mask.sum(0)
-    sums = torch.where(mask, entropy, torch.zeros((), dtype=entropy.dtype)).sum(0)
+    sums = masked_sum(entropy, mask, dim=0)
     keep = counts > 0
     return pd.DataFrame({"position": torch.nonzero(keep).flatten().numpy(),
                          "mean": (sums[keep] / counts[keep]).numpy(), "count": counts[keep].numpy()})

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab.ops import masked_mean
 
 __all__ = [
     "influence_scores",
@@ -170,8 +171,7 @@ def nthr_threshold(influence: Tensor, mask: Tensor, group: Tensor, correct: Tens
     group = _checks.group_ids("group", group, mask.shape[0])
     correct = _correct(correct, mask.shape[0])
     beta = _checks.finite("beta", beta)
-    lengths = mask.sum(1).clamp(min=1)
-    mean_score = torch.where(mask, influence, torch.zeros((), dtype=influence.dtype)).sum(1) / lengths
+    mean_score = masked_mean(influence, mask, dim=1)
     tau = torch.full((mask.shape[0],), float("inf"), dtype=torch.float64)
     for gid in torch.unique(group):
         rows = group == gid

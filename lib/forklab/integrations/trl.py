@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import torch
 
-from forklab.recipes import Batch, Recipe
+from forklab.recipes import Batch, Recipe, registered
 
 try:
     from trl import GRPOConfig, GRPOTrainer
@@ -105,14 +105,14 @@ class ForklabGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, recipe: Recipe, **kwargs):
         if not isinstance(recipe, Recipe):
             raise ValueError(f"`recipe` must be a forklab Recipe, got {type(recipe).__name__}")
-        if recipe.surrogate == "lp_reg":
-            raise ValueError("`recipe`: lp_reg needs the full logits for its min-p proxy, which TRL's fused "
-                             "log-prob head does not return; train it with forklab's RLTrainer")
+        if "proxy_logp" in recipe.needs():
+            raise ValueError(f"`recipe`: {recipe.surrogate} needs the full logits for its min-p proxy, which TRL's "
+                             "fused log-prob head does not return; train it with forklab's RLTrainer")
         if recipe.dynamic_sampling:
             raise ValueError("`recipe`: dynamic sampling (DAPO) resamples the batch, which TRL's fixed generation "
                              "batch does not do; use recipe.replace(dynamic_sampling=False) or RLTrainer")
-        if recipe.advantage == "hapo":
-            raise ValueError("`recipe`: HAPO's token-group advantage needs every completion's length across "
+        if "lengths" in registered("advantage")[recipe.advantage].needs:
+            raise ValueError(f"`recipe`: the {recipe.advantage!r} advantage needs every completion's length across "
                              "processes; use RLTrainer")
         config = kwargs.get("args")
         if config is None and len(args) >= 3:

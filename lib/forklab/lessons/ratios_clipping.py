@@ -11,6 +11,7 @@ importance-sampled token, 0 where PPO clips. :func:`gradient_weights` reads c_t 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import matplotlib.figure
@@ -19,6 +20,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from forklab import adaptive_clipping as ac  # noqa: F401 - also registers DCPO, BAPO, ETR
+from forklab import recipes
 from forklab import surrogates as sur
 from forklab.aggregation import aggregate
 from forklab.envs import seqpolicy as sp
@@ -37,23 +40,44 @@ __all__ = [
 
 
 def objectives(eps: float = 0.2, eps_high: float = 0.28, dual_clip: float = 3.0, tau_pos: float = 1.0,
-               tau_neg: float = 1.05, gspo_eps: tuple[float, float] = (3e-4, 4e-4)) -> dict[str, Callable]:
-    """Name → ``f(logp, old_logp, adv, mask) -> per-token loss [B, T]``, each a :mod:`forklab.surrogates` call.
+               tau_neg: float = 1.05, gspo_eps: tuple[float, float] = (3e-4, 4e-4), gmpo_eps: float = 0.4,
+               dcpo_q: float = 0.05) -> dict[str, Callable]:
+    """Label → ``f(logp, old_logp, adv, mask) -> per-token loss [B, T]``: every registered clipping rule.
 
-    GSPO-token is GSPO fed a per-token advantage ``[B, T]`` (its documented switch).
+    Read from the registry: each surrogate registered for notebook 03 that needs nothing beyond
+    ``(logp, old_logp, adv, mask)``, in registration order, under its label. The lesson's settings
+    reach the rules that take them (below); a newly registered rule appears with its own defaults.
+    PPO clip is also shown as clip-higher and dual-clip, and GSPO as GSPO-token (GSPO fed a
+    per-token advantage ``[B, T]``, its documented switch). GMPO uses its official log-space clip
+    ±``gmpo_eps``; CISPO here is verl's two-sided clip(r, 1 − ε, 1 + ε_high). DCPO's bounds depend
+    on the old probability, so its curve is drawn for a token with π_old = ``dcpo_q`` (the ratio is
+    unchanged by the shift of both log-probabilities). ETR's bounds depend on |A| relative to the
+    batch: on these single-advantage batches |A| = max |A|. BAPO (bounds searched on the whole batch)
+    and HAPO (entropy-dependent bounds) need a batch, not a ratio curve: notebook 03, §6.
     """
-    return {
-        "PPO clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps),
-        "clip-higher (DAPO)": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, eps_high=eps_high),
-        "dual-clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, dual_clip=dual_clip),
-        "GSPO": lambda lp, old, a, m: sur.gspo(lp, old, a, m, *gspo_eps),
-        "GSPO-token": lambda lp, old, a, m: sur.gspo(lp, old, a[:, None].expand_as(lp).clone(), m, *gspo_eps),
-        "SAPO": lambda lp, old, a, m: sur.sapo(lp, old, a, m, tau_pos=tau_pos, tau_neg=tau_neg),
-        "CISPO": lambda lp, old, a, m: sur.cispo(lp, old, a, m, eps_low=eps, eps_high=eps_high),
-        "GMPO": lambda lp, old, a, m: sur.gmpo(lp, old, a, m, eps_low=eps, eps_high=eps),
-        "DHPO (LOW)": lambda lp, old, a, m: sur.dhpo(lp, old, a, m, eps_token=eps, eps_seq=eps),
-        "MinPRO (LOW)": lambda lp, old, a, m: sur.minpro(lp, old, a, m, eps_low=eps),
+    log_q = math.log(dcpo_q)
+    settings = {"ppo_clip": dict(eps_low=eps), "gspo": dict(eps_low=gspo_eps[0], eps_high=gspo_eps[1]),
+                "sapo": dict(tau_pos=tau_pos, tau_neg=tau_neg), "cispo": dict(eps_low=eps, eps_high=eps_high),
+                "gmpo": dict(eps_low=gmpo_eps, eps_high=gmpo_eps), "dhpo": dict(eps_token=eps, eps_seq=eps),
+                "minpro": dict(eps_low=eps), "dcpo": dict(eps_low=eps, eps_high=eps_high),
+                "etr": dict(eps_low=eps, eps_high=eps_high)}
+    shifts = {"dcpo": log_q}  # log π_old of the token the curve is drawn for
+    batch_level = {"bapo"}
+    variants = {
+        "ppo_clip": {"clip-higher (DAPO)": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps,
+                                                                             eps_high=eps_high),
+                     "dual-clip": lambda lp, old, a, m: sur.ppo_clip(lp, old, a, m, eps_low=eps, dual_clip=dual_clip)},
+        "gspo": {"GSPO-token": lambda lp, old, a, m: sur.gspo(lp, old, a[:, None].expand_as(lp).clone(), m,
+                                                              *gspo_eps)},
     }
+    out: dict[str, Callable] = {}
+    for name, entry in recipes.registered("surrogate").items():
+        if entry.notebook != "03_ratios_and_clipping" or entry.needs or name in batch_level:
+            continue
+        kw, q = settings.get(name, {}), shifts.get(name, 0.0)
+        out[entry.label] = lambda lp, old, a, m, fn=entry.fn, kw=kw, q=q: fn(lp + q, old + q, a, m, **kw)
+        out |= variants.get(name, {})
+    return out
 
 
 def gradient_weights(fn: Callable, log_ratio: Tensor, adv: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -205,30 +229,33 @@ def weight_explorer(eps: float = 0.2, eps_high: float = 0.28, tau_pos: float = 1
 
 
 def lm_objective_runs(presets=("grpo", "dapo_clip", "gspo", "sapo", "cispo"), steps: int = 80, lr: float = 1e-4,
-                      inner_epochs: int = 2, minibatches: int = 2, seed: int = 0):
+                      inner_epochs: int = 2, minibatches: int = 2, seed: int = 0, dtype: str = "float64",
+                      progress: bool = True):
     """Tiny-LM GRPO runs with several off-policy updates per rollout, one per objective.
 
     The shipped addition student; ``inner_epochs`` × ``minibatches`` optimizer steps per rollout, so
     later minibatches see ratios away from 1 and clipping acts. ``dapo_clip`` is the ``grpo`` preset
-    with DAPO's clip-higher (0.2 / 0.28) only, so it differs from ``grpo`` in one thing. Returns
+    with DAPO's clip-higher (0.2 / 0.28) only, so it differs from ``grpo`` in one thing. ``dtype``:
+    the model's and trainer's dtype; float64 (the default here) makes a run reproduce on any CPU,
+    since a chaotic run amplifies fp32 rounding differences between CPU kernel sets into a flipped
+    sampled token. ``progress``: the trainer's bar (off under tests and CI anyway). Returns
     ``(histories, summary DataFrame)``.
     """
     import forklab
-    from forklab import recipes
     from forklab.lm.models import load_tiny
     from forklab.lm.trainer import RLConfig, RLTrainer
 
     histories, rows = {}, []
     for name in presets:
         forklab.seed_everything(seed)
-        model, tokenizer = load_tiny("student-addition")
+        model, tokenizer = load_tiny("student-addition", dtype=dtype)
         recipe = recipes.get("grpo", surrogate_kwargs={"eps_low": 0.2, "eps_high": 0.28}).replace(name=name) \
             if name == "dapo_clip" else recipes.get(name)
         config = RLConfig(lr=lr, inner_epochs=inner_epochs, minibatches=minibatches, eval_every=0, eval_size=128,
-                          seed=seed)
+                          seed=seed, dtype=dtype)
         trainer = RLTrainer(model, tokenizer, recipe, config)
         start = trainer.evaluate()
-        history = trainer.train(steps=steps, progress=False)
+        history = trainer.train(steps=steps, progress=progress)
         end = trainer.evaluate()
         histories[name] = history
         rows.append(dict(objective=name, sampled_start=start["eval/sampled_accuracy"],
@@ -247,38 +274,56 @@ def _mean(history: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-FIGURE_OBJECTIVES = ("PPO clip", "clip-higher (DAPO)", "dual-clip", "GSPO", "SAPO", "CISPO")
+FIGURE_OBJECTIVES = ("PPO clip", "clip-higher (DAPO)", "dual-clip", "GSPO", "SAPO", "CISPO", "GMPO", "DCPO",
+                     "ETR (LOW)")
 
 
 def clipping_figure(curves: pd.DataFrame, bias: pd.DataFrame, histories: dict,
                     names=FIGURE_OBJECTIVES) -> matplotlib.figure.Figure:
-    """The notebook's figure: (a, b) weight vs ratio for A > 0 / A < 0 (``names``: on one token GMPO,
-    DHPO and MinPRO draw PPO's curve, so they are left out); (c) surrogate bias vs staleness;
-    (d) tiny-LM entropy per objective."""
+    """The notebook's figure: (a) one small panel per objective, weight c(r) for A > 0 and A < 0 drawn
+    exactly (no offsets; on one token DHPO and MinPRO draw PPO's curve and GSPO-token GSPO's, so
+    they are left out); (b) surrogate bias vs staleness; (c) tiny-LM entropy per objective."""
     use_style()
-    fig = matplotlib.figure.Figure(figsize=(13, 7.5), layout="constrained")
-    axes = fig.subplots(2, 2)
-    offsets = np.linspace(-0.03, 0.03, len(names))  # a small vertical offset keeps coinciding curves visible
-    for ax, a in zip(axes[0], (1.0, -1.0), strict=True):
-        for i, name in enumerate(names):
+    fig = matplotlib.figure.Figure(figsize=(11, 10.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.35, 1])
+    cols = 5
+    axes = top.subplots(2, cols, sharex=True, sharey=True).ravel()
+    top.suptitle("(a) gradient weight c(r) in −c·A·∇log π, one-token sequences (A > 0: solid, A < 0: dashed)",
+                 fontsize=11, fontweight="bold")
+    ymax = float(curves[curves["objective"].isin(names)]["weight"].clip(upper=4.0).max())
+    for ax, name in zip(axes, names, strict=False):
+        for a, ls, color in ((1.0, "-", PALETTE[0]), (-1.0, "--", PALETTE[3])):
             d = curves[(curves["objective"] == name) & (curves["adv"] == a)]
-            ax.plot(d["ratio"], d["weight"] + offsets[i], color=PALETTE[i % len(PALETTE)], lw=1.8, label=name)
-        ax.axvline(1.0, color="0.5", lw=0.7)
-        ax.set(xlabel="ratio r = π_θ / π_old (one-token sequence)", ylabel="gradient weight c(r)",
-               title=f"({'a' if a > 0 else 'b'}) A {'> 0' if a > 0 else '< 0'}: "
-                     f"{'clipping stops pushing up past 1+ε' if a > 0 else 'dual-clip caps the push-down at c'}")
-    axes[0, 1].legend(fontsize=8, ncol=2, title="curves offset by ±0.03 to stay visible", title_fontsize=7)
-    ax = axes[1, 0]
+            ax.plot(d["ratio"], d["weight"], color=color, lw=2.0, ls=ls, label="A > 0" if a > 0 else "A < 0")
+        ax.axvline(1.0, color="0.6", lw=0.7)
+        ax.set_title(name, fontsize=10.5)
+        ax.set_ylim(-0.1, ymax + 0.2)
+        ax.tick_params(labelsize=10)
+    for ax in axes[cols:]:
+        ax.set_xlabel("ratio r", fontsize=10.5)
+    for ax in axes[::cols]:
+        ax.set_ylabel("weight c", fontsize=10.5)
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    if len(names) < len(axes):
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[len(names)].legend(handles, labels, loc="center", fontsize=10.5,
+                                title="DCPO: π_old = 0.05\nETR: |A| = max |A|", title_fontsize=10)
+    ax_bias, ax_lm = bottom.subplots(1, 2)
     for i, (kind, d) in enumerate(bias.groupby("surrogate", sort=False)):
-        ax.plot(d["kl"], d["rel_error"], marker="o", color=PALETTE[i], label=kind)
-    ax.set(xlabel="staleness: KL(π_old ‖ π_θ) after μ inner steps",
-           ylabel="‖E[ĝ] − ∇J‖ / ‖∇J‖", title="(c) token surrogates drift from the true gradient as data go stale")
-    ax.legend(fontsize=8)
-    ax = axes[1, 1]
-    smooth = lambda xs: np.convolve(xs, np.ones(9) / 9, mode="valid")  # noqa: E731
+        ax_bias.plot(d["kl"], d["rel_error"], marker="o", ms=4, color=PALETTE[i], label=kind)
+    ax_bias.set(xlabel="staleness: KL(π_old ‖ π_θ)", ylabel="‖E[ĝ] − ∇J‖ / ‖∇J‖",
+                title="(b) surrogate bias vs staleness (exact)")
+    ax_bias.legend(fontsize=9.5)
+    window = max(1, min([9, *(len(h) for h in histories.values())]))
     for i, (name, history) in enumerate(histories.items()):
-        ax.plot(np.arange(9, len(history) + 1), smooth([h["entropy"] for h in history]), color=PALETTE[i], label=name)
-    ax.set(xlabel="GRPO step (2 epochs × 2 minibatches each)", ylabel="token entropy (9-step mean)",
-           title="(d) tiny LM: entropy per objective")
-    ax.legend(fontsize=8)
+        smoothed = np.convolve([h["entropy"] for h in history], np.ones(window) / window, mode="valid")
+        ax_lm.plot(np.arange(window, len(history) + 1), smoothed, color=PALETTE[i], label=name)
+    ax_lm.set(xlabel="GRPO step (2 epochs × 2 minibatches each)", ylabel=f"token entropy ({window}-step mean)",
+              title="(c) tiny LM: entropy per objective")
+    ax_lm.legend(fontsize=9.5)
+    for ax in (ax_bias, ax_lm):
+        ax.tick_params(labelsize=10)
+        ax.xaxis.label.set_size(10.5)
+        ax.yaxis.label.set_size(10.5)
     return fig

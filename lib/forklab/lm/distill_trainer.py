@@ -29,10 +29,10 @@ from torch import Tensor
 from forklab import divergences as div
 from forklab.diagnostics import tip
 from forklab.envs import tasks as task_lib
-from forklab.lm import sampling
+from forklab.lm._rollout import decode_responses, greedy_accuracy, response_inputs, sample_groups
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer
-from forklab.lm.trainer import decode_responses, evaluate, response_inputs
+from forklab.lm.trainer import evaluate
 from forklab.runs import RunLog
 
 __all__ = ["DistillConfig", "DistillTrainer", "saved_activation_bytes", "teacher_student_gap"]
@@ -117,20 +117,22 @@ class DistillTrainer:
         return model.model(**inputs).last_hidden_state[:, lp - 1 : lp - 1 + t]
 
     def step(self) -> dict[str, float]:
+        """One on-policy distillation step (the module docstring's pseudocode); returns and logs its metrics.
+
+        Samples ``prompts_per_step × samples_per_prompt`` responses from the student, scores them with
+        the teacher (no gradient), optionally keeps only the tokens a TIP rule selects
+        (``config.selection``, share ``config.ratio``), and takes one AdamW step on the mean divergence
+        over the kept tokens. The student's ``lm_head`` runs on the kept tokens only, which is where
+        the activation memory saving comes from (``memory/saved_activations_mb``). Every
+        ``eval_every`` steps it adds :func:`~forklab.lm.trainer.evaluate`'s metrics.
+        """
         c = self.config
         t0 = time.perf_counter()
-        idx = torch.randint(0, len(self.train_examples), (c.prompts_per_step,), generator=self.generator)
-        examples = [self.train_examples[i] for i in idx.tolist()]
-        device = next(self.student.parameters()).device
-        ids, pmask = (x.to(device) for x in self.tokenizer.batch_encode([e.prompt for e in examples],
-                                                                        pad_side="left"))
-        ids, pmask = ids.repeat_interleave(c.samples_per_prompt, 0), pmask.repeat_interleave(c.samples_per_prompt, 0)
-        self.student.eval()
-        s = sampling.sample(self.student, ids, pmask, c.max_new_tokens, temperature=c.temperature,
-                            stop_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
-                            generator=self.generator)
-        inputs = response_inputs(ids, pmask, s.tokens, s.mask)
-        lp, t = ids.shape[1], s.tokens.shape[1]
+        examples, s = sample_groups(self.student, self.tokenizer, self.train_examples, c.prompts_per_step,
+                                    c.samples_per_prompt, self.generator, c.max_new_tokens,
+                                    temperature=c.temperature)
+        inputs = response_inputs(s.prompt_ids, s.prompt_mask, s.tokens, s.mask)
+        lp, t = s.prompt_ids.shape[1], s.tokens.shape[1]
         kwargs = {"beta": c.beta} if c.divergence == "jsd" else {}
         with torch.no_grad():
             teacher_logits = self.teacher(**inputs).logits[:, lp - 1 : lp - 1 + t]
@@ -174,21 +176,14 @@ class DistillTrainer:
         return metrics
 
     def train(self, steps: int) -> list[dict]:
+        """Run ``steps`` more :meth:`step` calls; returns the whole history (one dict per step so far)."""
         for _ in range(int(steps)):
             self.step()
         return self.history
 
 
 def teacher_student_gap(student, teacher, tokenizer: CharTokenizer, task, examples, max_new_tokens: int) -> dict:
-    """Greedy accuracy of the student and of the teacher on ``examples``."""
-    ids, pmask = (x.to(next(student.parameters()).device)
-                  for x in tokenizer.batch_encode([e.prompt for e in examples], pad_side="left"))
-    out = {}
-    for name, model in (("student", student), ("teacher", teacher)):
-        g = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
-                            pad_token_id=tokenizer.pad_id)
-        texts = decode_responses(tokenizer, g.tokens, g.mask)
-        out[f"{name}/greedy_accuracy"] = sum(task.reward(e, x) for e, x in zip(examples, texts, strict=True)) / len(
-            examples)
-    return out
+    """Greedy accuracy of the student and of the teacher on ``examples`` (``evaluate``'s greedy half)."""
+    return {f"{name}/greedy_accuracy": greedy_accuracy(model, tokenizer, task, examples, max_new_tokens)
+            for name, model in (("student", student), ("teacher", teacher))}
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from forklab.lm.tokenizer import CharTokenizer
+from forklab.ops import masked_mean
 
 __all__ = ["encode_pairs", "sft_loss", "train_sft"]
 
@@ -43,7 +44,7 @@ def sft_loss(model, ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tenso
     targets = ids[:, 1:]
     mask = target_mask[:, 1:]
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return (ce * mask.reshape(-1)).sum() / mask.sum()
+    return masked_mean(ce, mask.reshape(-1))
 
 
 def train_sft(model, tokenizer: CharTokenizer, pairs: Sequence[tuple[str, str]], steps: int = 600,

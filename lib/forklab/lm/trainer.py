@@ -42,6 +42,14 @@ from torch import Tensor
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
 from forklab.lm import checkpoint_io, sampling
+from forklab.lm._rollout import (
+    decode_responses,
+    encode_prompts,
+    greedy_accuracy,
+    model_device,
+    response_inputs,
+    sample_groups,
+)
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
@@ -89,18 +97,6 @@ class RLConfig:
     dtype: str | None = None
 
 
-def model_device(model) -> torch.device:
-    """The device of ``model``'s first parameter (where its inputs must go)."""
-    return next(model.parameters()).device
-
-
-def response_inputs(prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """Model inputs for teacher-forcing sampled responses: left-padded prompt + response, positions from the mask."""
-    ids = torch.cat([prompt_ids, tokens], 1)
-    attention = torch.cat([prompt_mask, mask], 1)
-    return dict(input_ids=ids, attention_mask=attention.long(), position_ids=sampling.position_ids_from_mask(attention))
-
-
 def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor,
                    temperature: float = 1.0, hidden: bool = False):
     """Teacher-forced scores of sampled responses: ``(logits [B, T, V], logp [B, T], hidden [B, T, d] | None)``.
@@ -119,22 +115,12 @@ def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tenso
     return logits, logp, h
 
 
-def decode_responses(tokenizer: Tokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
-    """The text of each row's response tokens (where ``mask`` is True)."""
-    return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
-
-
 @torch.no_grad()
 def evaluate(model, tokenizer: Tokenizer, task, examples, max_new_tokens: int, k: int = 8,
              temperature: float = 1.0, generator: torch.Generator | None = None) -> dict[str, float]:
     """Greedy accuracy, sampled accuracy (T = ``temperature``) and unbiased pass@k (n = k samples)."""
-    prompts = [e.prompt for e in examples]
-    device = model_device(model)
-    ids, pmask = (x.to(device) for x in tokenizer.batch_encode(prompts, pad_side="left"))
-    greedy = sampling.sample(model, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
-                             pad_token_id=tokenizer.pad_id)
-    greedy_ok = [task.reward(e, r) for e, r in zip(examples, decode_responses(tokenizer, greedy.tokens, greedy.mask),
-                                                  strict=True)]
+    greedy_acc = greedy_accuracy(model, tokenizer, task, examples, max_new_tokens)
+    ids, pmask = encode_prompts(model, tokenizer, examples)
     rep_ids, rep_mask = ids.repeat_interleave(k, 0), pmask.repeat_interleave(k, 0)
     sampled = sampling.sample(model, rep_ids, rep_mask, max_new_tokens, temperature=temperature,
                               stop_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, generator=generator)
@@ -142,7 +128,7 @@ def evaluate(model, tokenizer: Tokenizer, task, examples, max_new_tokens: int, k
     ok = torch.tensor([task.reward(examples[i // k], t) for i, t in enumerate(texts)]).reshape(len(examples), k)
     correct = ok.sum(1)
     return {
-        "eval/greedy_accuracy": float(sum(greedy_ok) / len(greedy_ok)),
+        "eval/greedy_accuracy": greedy_acc,
         "eval/sampled_accuracy": float(ok.mean()),
         f"eval/pass@{k}": float(sampling.pass_at_k(torch.full_like(correct, k), correct, k).mean()),
         "eval/entropy": float(sampled.entropy[sampled.mask].mean()),
@@ -203,16 +189,10 @@ class RLTrainer:
     def rollout(self) -> dict:
         """Sample P prompts × G responses and score them (no gradient)."""
         c = self.config
-        idx = torch.randint(0, len(self.train_examples), (c.prompts_per_step,), generator=self.generator)
-        examples = [self.train_examples[i] for i in idx.tolist()]
+        examples, s = sample_groups(self.model, self.tokenizer, self.train_examples, c.prompts_per_step,
+                                    c.group_size, self.generator, c.max_new_tokens, temperature=c.temperature,
+                                    top_p=c.top_p, return_hidden=c.log_thr)
         device = model_device(self.model)
-        ids, pmask = (x.to(device) for x in self.tokenizer.batch_encode([e.prompt for e in examples],
-                                                                        pad_side="left"))
-        ids, pmask = ids.repeat_interleave(c.group_size, 0), pmask.repeat_interleave(c.group_size, 0)
-        self.model.eval()
-        s = sampling.sample(self.model, ids, pmask, c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                            stop_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
-                            generator=self.generator, return_hidden=c.log_thr)
         texts = decode_responses(self.tokenizer, s.tokens, s.mask)
         score = self.task.graded_reward if c.graded_reward else self.task.reward
         rewards = torch.tensor([score(examples[i // c.group_size], t) for i, t in enumerate(texts)],
@@ -220,7 +200,7 @@ class RLTrainer:
         correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                device=device) > 0
         group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
-        return dict(prompt_ids=ids, prompt_mask=pmask, tokens=s.tokens, mask=s.mask, old_logp=s.logp,
+        return dict(prompt_ids=s.prompt_ids, prompt_mask=s.prompt_mask, tokens=s.tokens, mask=s.mask, old_logp=s.logp,
                     entropy=s.entropy, hidden=s.hidden, rewards=rewards, correct=correct, group=group,
                     texts=texts)
 
@@ -279,11 +259,13 @@ class RLTrainer:
         logits, logp, _ = policy_forward(self.model, r["prompt_ids"][rows], r["prompt_mask"][rows], r["tokens"][rows],
                                          r["mask"][rows], c.temperature)
         mask = r["mask"][rows]
-        entropy = entropy_from_logits(logits) if self._needs_entropy() else r["entropy"][rows]
+        needs = self.recipe.needs()
+        # the recipe reads the current policy's entropy (with its gradient, for a bonus): recompute it
+        entropy = entropy_from_logits(logits) if "entropy" in needs else r["entropy"][rows]
         batch = Batch(logp=logp, mask=mask, group=r["group"][rows], rewards=r["rewards"][rows],
                       old_logp=r["old_logp"][rows], ref_logp=None if ref_logp is None else ref_logp[rows],
                       entropy=entropy, tokens=r["tokens"][rows], adv=adv[rows])
-        if self.recipe.surrogate == "lp_reg":
+        if "proxy_logp" in needs:
             batch.proxy_logp = minp_proxy_logprobs(logits.detach(), r["tokens"][rows])
         loss, metrics = self.recipe.loss(batch, generator=self.loss_generator)
         self.optimizer.zero_grad(set_to_none=True)
@@ -292,11 +274,6 @@ class RLTrainer:
         self.optimizer.step()
         metrics["loss"] = float(loss.detach())
         return metrics
-
-    def _needs_entropy(self) -> bool:
-        r = self.recipe
-        return bool(r.entropy_coef) or r.entropy_top_ratio is not None or r.surrogate == "hapo_clip" \
-            or r.token_weighting == "steer" or bool(r.hapo_redistribution)
 
     # ------------------------------------------------------------------ loops
     def evaluate(self) -> dict[str, float]:
