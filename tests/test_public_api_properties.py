@@ -41,6 +41,11 @@ NOT_GENERATED = {
     "get_estimator": "takes a name or a callable, returns a callable; tests/test_advantages.py",
     "get": "a preset by name; every preset's Recipe.loss is fuzzed in test_every_preset_loss_holds_the_contract",
     "select_tokens": "dispatches by `rule` to the select_* functions fuzzed here",
+    "objective": "a registry decorator (takes a name, returns a decorator); tests/test_registry.py",
+    "advantage_estimator": "a registry decorator; tests/test_registry.py",
+    "aggregation_mode": "a registry decorator; tests/test_registry.py",
+    "names": "lists a registry kind by name; tests/test_registry.py",
+    "registered": "lists a registry kind by name; tests/test_registry.py",
 }
 
 #: Results that may hold +inf by documented design.
@@ -67,12 +72,14 @@ ROLES = {
     "R": ("float", "B"),
     "probs": ("dist", "V"), "ref_probs": ("dist", "V"), "target": ("dist", "V"), "p": ("dist", "V"),
     "q": ("dist", "V"), "target_logp": ("logp", "BT"), "t": ("ratio", "B"),
+    "old_prob": ("prob", "BT"), "group_std": ("float", "B"),
 }
 #: (module, name) -> role where a name means something else in one module.
 ROLE_OVERRIDES = {
     ("diagnostics.dynamics", "adv"): ("float", "BTV"),
     ("diagnostics.tip", "divergence"): ("entropy", "BT"),
     ("surrogates", "ratio"): ("ratio", "BT"),
+    ("adaptive_clipping", "ratio"): ("ratio", "BT"),
     ("advantages", "rewards"): ("reward", "B|BK"),
     ("alignment", "rewards"): ("float", "V"),
 }
