@@ -132,7 +132,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     """Forked trainers (imports shared, so a restart costs no import time) are SIGKILLed at random delays;
     ``save_checkpoint`` sleeps between its writes and renames so that many kills land inside it. Every resume
     must load (a complete checkpoint always exists) and the end result must equal an uninterrupted run's."""
-    steps, pause = 5, 0.03
+    # enough steps that the ten kills (each ≤ 1.2 s into a run) come before the run can finish, whatever the
+    # CPU speed: with 5 steps a fast machine completed the run between two kills (1 kill seen)
+    steps, pause = 20, 0.05
     models.load_tiny("student-addition")  # warm transformers' lazy imports before forking
     ctx = multiprocessing.get_context("fork")
     reference = tmp_path / "reference"
