@@ -3,10 +3,11 @@
 Introduced in ``notebooks/00_tour.ipynb``; every trainer and notebook experiment takes a
 :class:`Recipe`. A recipe turns a :class:`Batch` of scored rollouts into ``(loss, metrics)``:
 
+    batch = _validated(batch)                                 # padding rule; every field checked
     adv   = recipe.advantages(batch)                          # [B], the registered estimator
     keep  = recipe.token_mask(batch)                          # batch.mask ∧ forking-token mask, if any
     adv   = recipe.token_advantages(batch, adv, old, keep)    # HAPO's redistribution [B, T], if any
-    ℓ     = recipe.per_token_loss(batch, adv, old, keep)      # [B, T], the registered surrogate
+    ℓ     = recipe.per_token_loss(batch, adv, old, keep, g)   # [B, T], the registered surrogate
     ℓ     = recipe.weight_tokens(batch, ℓ, adv, old, keep)    # STEER λ / GTPO weights, if any
     L     = recipe.aggregate(ℓ, keep, adv, group)             # the registered aggregation mode
     loss  = recipe.regularise(batch, L, adv, keep)            # L − c_H·agg(H) + β·agg(KL(π‖π_ref))
