@@ -193,6 +193,16 @@ def test_library_map_lists_every_module_and_the_new_notebooks():
     assert not any(m.startswith("forklab.lessons") or "._" in m for m in table.index)
 
 
+def test_library_floors_place_every_module_once_on_a_known_floor():
+    floors = tour.library_floors().set_index("floor")["modules"]
+    assert list(floors.index[:5]) == list(tour.FLOORS)  # a module no floor claims yet goes to a last "other" row
+    text = " ".join(floors)
+    for name in tour.library_map()["module"]:
+        top, *sub = name.split(".")[1:]
+        assert (f"{top}.{{" in text and sub[0] in text) if sub else top in text, name
+    assert "envs.{bandit, seqpolicy, tasks}" in floors["worlds"] and "recipes" in floors["formulas"]
+
+
 def test_metric_glossary_fills_last_step_values():
     history = [{"reward": 0.1, "entropy": 0.5}, {"reward": 0.4, "entropy": 0.3}]
     table = tour.metric_glossary(history).set_index("metric")

@@ -101,7 +101,7 @@ def test_recipe_and_preset_validation():
 def test_overlong_penalty_is_dapo_soft_punishment():
     lengths = torch.tensor([10.0, 16.0, 18.0, 20.0, 25.0])
     got = recipes.overlong_penalty(lengths, max_len=20, buffer=4)
-    torch.testing.assert_close(got, torch.tensor([0.0, 0.0, -0.5, -1.0, -2.25]))
+    torch.testing.assert_close(got, torch.tensor([0.0, 0.0, -0.5, -1.0, -1.0]))  # −f beyond L_max (eq. 13)
 
 
 def test_hapo_redistribution_rule():

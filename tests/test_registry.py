@@ -108,7 +108,7 @@ def test_registered_aggregation_mode_and_advantage_are_usable_by_name():
 
 
 def test_the_built_in_registry_matches_the_presets_and_the_lesson():
-    assert recipes.names("advantage") == ("grpo", "dr_grpo", "rloo", "median", "hapo", "gdpo")
+    assert recipes.names("advantage") == ("grpo", "dr_grpo", "rloo", "median", "hapo", "gdpo", "bnpo", "dgpo")
     assert set(recipes.names("surrogate")) == {"reinforce", "ppo_clip", "gspo", "sapo", "cispo", "gmpo", "dhpo",
                                                "hapo_clip", "minpro", "clip_cov", "kl_cov", "lp_reg", "dcpo", "bapo",
                                                "etr"}

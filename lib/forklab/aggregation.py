@@ -24,7 +24,7 @@ mode                          weight of a valid token of sequence i        who u
 Balanced Aggregation, per group g of G responses with n⁺ positive- and n⁻ negative-advantage
 responses: a token of a positive response weighs (n⁺/G) / Σ_{j∈S⁺} L_j, a token of a negative one
 (n⁻/G) / Σ_{j∈S⁻} L_j; zero-advantage responses weigh 0 but count in G; the result is averaged
-over groups. With binary rewards n⁻ = G − k (formulas.md §3, MED-HIGH); where zero advantages
+over groups. With binary rewards n⁻ = G − k (docs/formulas.md, Notebook 02: MED-HIGH); where zero advantages
 exist the reference implementation's "(G−k)/G" is read as n⁻/G (zeros count in G only).
 """
 

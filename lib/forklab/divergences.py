@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
+from forklab.ops import _topk_indices
 
 __all__ = ["forward_kl", "reverse_kl", "jsd", "total_variation"]
 
@@ -42,7 +43,7 @@ def _log_probs(student_logits, teacher_logits, temperature: float, top_k: int | 
     s, t = s.to(dtype) / temperature, t.to(dtype) / temperature
     if top_k is not None:
         top_k = _checks.integer("top_k", top_k, 1, s.shape[-1])
-        idx = t.topk(int(top_k), dim=-1).indices
+        idx = _topk_indices(t, int(top_k), dim=-1)
         s, t = s.gather(-1, idx), t.gather(-1, idx)
     return torch.log_softmax(s, -1), torch.log_softmax(t, -1)
 

@@ -192,3 +192,14 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: in
         expected_z = torch.bmm(p.unsqueeze(1), z.unsqueeze(2)).reshape(-1)  # Σ_v p_v z_v without a [N, V] product
         pieces.append(lse.squeeze(-1) - expected_z)
     return torch.cat(pieces).reshape(lead_shape)
+
+
+def _topk_indices(values: Tensor, k: int, dim: int = -1) -> Tensor:
+    """Indices of the ``k`` largest ``values`` along ``dim``, ties broken by the lower index.
+
+    ``torch.topk`` leaves the order of tied values unspecified, and CPU kernel sets (AVX2, AVX-512,
+    the generic one) do break exact ties differently: duplicate responses in a group give exactly
+    equal per-token scores, so a top-k choice among them would make a run depend on the CPU. A stable
+    descending sort has one defined answer.
+    """
+    return torch.sort(values, dim=dim, descending=True, stable=True).indices.narrow(dim, 0, int(k))

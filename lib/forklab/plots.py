@@ -27,13 +27,19 @@ __all__ = ["use_style", "save_figure", "band", "PALETTE"]
 #: Colour-blind-safe palette, in the order estimators/modes are usually listed.
 PALETTE = sns.color_palette("colorblind")
 
+# Sizes in points at figure.dpi 100: JupyterLab shows a figure at 1 px per pixel up to the cell width, so
+# 10 pt is ~14 px, JupyterLab's body text (13–14 px) at default zoom; legends and ticks must not go below it.
 _STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 150,
-    "axes.titlesize": 11,
+    "axes.titlesize": 12,
     "axes.titleweight": "bold",
-    "axes.labelsize": 10,
-    "legend.fontsize": 8.5,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 12,
     "legend.frameon": False,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -46,18 +52,23 @@ def use_style() -> None:
     sns.set_theme(style="whitegrid", palette=PALETTE, rc=_STYLE)
 
 
-def save_figure(fig, name: str) -> Path:
+def save_figure(fig, name: str, caption: str | None = None) -> Path:
     """Save ``fig`` to ``figures/<name>.png``, close it, and return the path.
 
     ``name`` is a plain file stem (letters, digits, ``_``, ``-``), e.g. ``"01_advantages"``.
+    ``caption`` (one or two sentences: what the figure shows) is written into the PNG's Description and
+    listed in ``figures/README.md`` (``scripts/figures_gallery.py`` reads it from the notebook's call).
     In a notebook, show the saved file with ``IPython.display.Image(path)``.
     """
+    if caption is not None and not (isinstance(caption, str) and caption.strip()):
+        raise ValueError(f"`caption` must be a non-empty string or None, got {caption!r}")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name or ""):
         raise ValueError(f"`name` must be a plain file stem like '01_advantages', got {name!r}")
     out = figures_dir()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
-    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+    metadata = {"Software": None, **({"Description": caption.strip()} if caption else {})}
+    fig.savefig(path, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
     return path
 

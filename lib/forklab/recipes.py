@@ -38,11 +38,13 @@ from torch import Tensor
 from forklab import _checks
 from forklab import _registry as registry
 from forklab import adaptive_clipping as _adaptive_clipping  # noqa: F401 - registers DCPO, BAPO, ETR
+from forklab import advantage_weighting as _advantage_weighting  # noqa: F401 - registers bnpo, dgpo
 from forklab import advantages as _advantages  # noqa: F401 - registers the estimators
 from forklab import regularizers as reg
 from forklab import surrogates as sur
 from forklab._batch_checks import checked_fields
 from forklab._registry import Entry, advantage_estimator, aggregation_mode, names, objective
+from forklab._reward_shaping import overlong_penalty
 from forklab.aggregation import aggregate
 from forklab.kl import kl_estimate
 
@@ -93,21 +95,6 @@ class Batch:
             raise ValueError(f"batch field(s) {missing} are required by {why}")
 
 
-def overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float = 1.0) -> Tensor:
-    """DAPO's soft overlong punishment, added to the reward (arXiv 2503.14476, HIGH).
-
-    .. math:: R_{len}(y) = \\min\\Big(-\\frac{|y| - (L_{max} - L_{buf})}{L_{buf}}\\cdot f,\\; 0\\Big)
-
-    i.e. 0 up to L_max − L_buf, a linear ramp to −f at L_max (and below beyond). Paper: L_max =
-    20480, L_buf = 4096. ``lengths [B]`` → ``[B]``.
-    """
-    lengths = _checks.floating("lengths", lengths)
-    max_len = _checks.integer("max_len", max_len, 1)
-    buffer = _checks.integer("buffer", buffer, 1, max_len)
-    factor = _checks.finite("factor", factor, 0.0)
-    return torch.clamp(-(lengths - (max_len - buffer)) / buffer * factor, max=0.0)
-
-
 _ADV_INPUTS = ("rewards", "group")
 _SUR_INPUTS = ("logp", "old_logp", "adv", "mask", "generator")  # generator: bound by Recipe.loss, not a setting
 _AGG_INPUTS = ("mask", "adv", "group", "norm_len")
@@ -124,8 +111,12 @@ class Recipe:
     function's keyword settings (checked against its signature); ``aggregation``: a registered mode
     of :mod:`forklab.aggregation`; ``entropy_top_ratio``: keep only that top share of tokens by
     entropy (80/20); ``token_weighting``: ``None``, ``"steer"`` or ``"gtpo"``; ``hapo_redistribution``:
-    β of HAPO's differential advantage redistribution (0 = off); ``dynamic_sampling``: a flag for
-    trainers (DAPO: drop groups whose rewards are all equal).
+    β of HAPO's differential advantage redistribution (0 = off); ``dynamic_sampling``: for trainers
+    (DAPO): resample until the batch holds ``prompts_per_step`` groups whose rewards are not all equal
+    (at most ``RLConfig.dynamic_sampling_max_extra`` extra rollouts); ``overlong_buffer``: DAPO's soft
+    overlong punishment, L_buf as a fraction of the generation budget L_max (the trainer's
+    ``max_new_tokens``; DAPO: 4096 / 20480 = 0.2), ``None`` = off; ``overlong_factor``: its penalty f at
+    L_max. See :func:`overlong_penalty`.
     """
 
     name: str = "custom"
@@ -143,6 +134,8 @@ class Recipe:
     kl_coef: float = 0.0
     kl_kind: str = "k3"
     dynamic_sampling: bool = False
+    overlong_buffer: float | None = None
+    overlong_factor: float = 1.0
 
     def __post_init__(self):
         parts = (("advantage", self.advantage, "advantage_kwargs", self.advantage_kwargs, _ADV_INPUTS),
@@ -164,6 +157,9 @@ class Recipe:
             _checks.positive("norm_len", self.norm_len)
         if self.entropy_top_ratio is not None:
             _checks.finite("entropy_top_ratio", self.entropy_top_ratio, 0.0, 1.0)
+        if self.overlong_buffer is not None:  # a fraction of max_new_tokens
+            _checks.finite("overlong_buffer", self.overlong_buffer, 0.0, 1.0, low_open=True)
+        _checks.finite("overlong_factor", self.overlong_factor, 0.0)
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -320,11 +316,15 @@ def dr_grpo() -> Recipe:
 
 
 def dapo() -> Recipe:
-    """DAPO (arXiv 2503.14476): clip-higher ε_low = 0.2 / ε_high = 0.28, token-mean, no KL, dynamic
-    sampling (resample until groups are mixed; trainers honour ``dynamic_sampling``), overlong
-    shaping with L_max 20480 / L_buf 4096 (:func:`overlong_penalty`, applied to rewards), G = 16."""
+    """DAPO (arXiv 2503.14476): clip-higher ε_low = 0.2 / ε_high = 0.28, token-mean, no KL, and, in
+    :class:`~forklab.lm.trainer.RLTrainer`: dynamic sampling (extra rollouts until the batch holds
+    ``prompts_per_step`` groups with mixed rewards, degenerate groups dropped, at most
+    ``RLConfig.dynamic_sampling_max_extra`` extra rollouts) and soft overlong punishment added to the
+    rewards (:func:`overlong_penalty`, L_buf = 0.2 · L_max as in the paper's 4096 / 20480, f = 1,
+    L_max = the trainer's ``max_new_tokens``). The paper's G = 16 is a trainer setting
+    (``RLConfig(group_size=16)``); the preset does not change the group size."""
     return Recipe("dapo", "grpo", {}, "ppo_clip", {"eps_low": 0.2, "eps_high": 0.28}, "token-mean",
-                  dynamic_sampling=True)
+                  dynamic_sampling=True, overlong_buffer=0.2, overlong_factor=1.0)
 
 
 def gspo() -> Recipe:
@@ -350,8 +350,8 @@ def ba() -> Recipe:
 
 
 def forking20() -> Recipe:
-    """Beyond the 80/20 Rule (arXiv 2506.01939): DAPO (0.2 / 0.28, token-mean, dynamic sampling)
-    with gradients only through the top ρ = 20% tokens by entropy in the batch."""
+    """Beyond the 80/20 Rule (arXiv 2506.01939): DAPO (0.2 / 0.28, token-mean, dynamic sampling,
+    overlong punishment) with gradients only through the top ρ = 20% tokens by entropy in the batch."""
     return dapo().replace(name="forking20", entropy_top_ratio=0.2)
 
 

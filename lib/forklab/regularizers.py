@@ -21,7 +21,7 @@ from forklab import _checks
 from forklab._objective_inputs import _log_ratio, _masked, _mean, _prepare, _share
 from forklab._registry import objective
 from forklab.aggregation import aggregate
-from forklab.ops import masked_mean
+from forklab.ops import _topk_indices, masked_mean
 from forklab.surrogates import ppo_clip
 
 __all__ = [
@@ -162,9 +162,14 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: 
     k = max(int(kl_ratio * int(mask.sum())), 1)
     flat = torch.where(mask, cov, torch.full_like(cov, -math.inf)).flatten()
     selected = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
-    selected[flat.topk(k).indices] = True
+    selected[_topk_indices(flat, k)] = True
     selected = selected.reshape(mask.shape) & mask
-    loss = -adv * ratio + kl_coef * delta.abs() * selected
+    # |δ| below float noise counts as 0 (zero gradient): at ratio 1 verl's δ is exactly 0, whose |·| has
+    # zero gradient; here the sampler's and the trainer's log-probs differ by rounding, and the sign of
+    # that rounding (which differs between CPU kernel sets) would otherwise set the gradient to ±κ.
+    noise = 1e3 * torch.finfo(delta.dtype).eps
+    abs_delta = torch.where(delta.abs() > noise, delta.abs(), torch.zeros_like(delta))
+    loss = -adv * ratio + kl_coef * abs_delta * selected
     metrics = {"kl_cov/frac": _share(selected, mask), "ppo_kl": _mean(delta.detach().abs(), mask)}
     loss = _masked(loss, mask)
     return (loss, metrics) if return_metrics else loss
@@ -223,7 +228,7 @@ def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp
     if n_neg:
         k = max(math.ceil(neg_ratio * n_neg), 1)
         flat = torch.where(negative, logp.detach(), torch.full_like(logp, math.inf)).flatten()
-        idx = (-flat).topk(k).indices
+        idx = _topk_indices(-flat, k)
         selected.view(-1)[idx] = True
         selected &= negative & (logp.detach() < proxy_logp)
     ratio = _log_ratio(logp, old_logp, mask).exp()

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from forklab import _checks
 from forklab.divergences import forward_kl, jsd, reverse_kl
-from forklab.ops import entropy_from_logits
+from forklab.ops import _topk_indices, entropy_from_logits
 
 __all__ = [
     "DIVERGENCES",
@@ -107,7 +107,7 @@ def _top(score: Tensor, mask: Tensor, ratio: float, scope: str) -> Tensor:
     flat = score.flatten()
     picked = []
     for idx in _groups(mask, scope):
-        picked.append(idx[flat[idx].topk(_count(idx.numel(), ratio)).indices])
+        picked.append(idx[_topk_indices(flat[idx], _count(idx.numel(), ratio))])
     return _as_mask(mask, picked)
 
 

@@ -108,6 +108,9 @@ class ForklabGRPOTrainer(GRPOTrainer):
         if "proxy_logp" in recipe.needs():
             raise ValueError(f"`recipe`: {recipe.surrogate} needs the full logits for its min-p proxy, which TRL's "
                              "fused log-prob head does not return; train it with forklab's RLTrainer")
+        if recipe.overlong_buffer is not None:
+            raise ValueError("`recipe`: overlong_buffer shapes rewards inside RLTrainer; in TRL add the penalty as a "
+                             "reward function (trl.rewards.get_soft_overlong_punishment) and set overlong_buffer=None")
         if recipe.dynamic_sampling:
             raise ValueError("`recipe`: dynamic sampling (DAPO) resamples the batch, which TRL's fixed generation "
                              "batch does not do; use recipe.replace(dynamic_sampling=False) or RLTrainer")

@@ -155,18 +155,22 @@ def length_gap_explorer(correct_length: int = 2, answers: int = 2, group_size: i
     ax.set(ylim=(0, 1), ylabel="share of the gradient push",
            title=f"{answers} correct of length {correct_length}: wrong responses are {abs(gap):.2f} tokens "
                  f"{'longer' if gap < 0 else 'shorter'} (G = {group_size})")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=10)
     return fig
 
 
 def lm_mode_runs(modes=MAIN_MODES, steps: int = 150, lr: float = 3e-4, seed: int = 0,
                  model_name: str = "student-graph", task_kwargs: dict | None = None,
-                 max_new_tokens: int = 7, eval_size: int = 128):
+                 max_new_tokens: int = 7, eval_size: int = 128, dtype: str | None = "float64",
+                 progress: bool = True):
     """Tiny-LM GRPO runs, one per aggregation mode, same checkpoint, seed and data order.
 
     The ``grpo`` preset with only ``aggregation`` changed; the shipped graph student on
-    ``graph_path(shortest=True)`` (its wrong answers are longer than its correct ones). Returns
-    ``(histories: {mode: [step dicts]}, summary: DataFrame)`` with held-out accuracy before and after.
+    ``graph_path(shortest=True)`` (its wrong answers are longer than its correct ones). ``dtype``:
+    the model's and trainer's dtype (float64 by default, so that CPU kernel rounding cannot flip a
+    sampled token and change the run); ``progress``: a tqdm bar per run (off under tests and CI,
+    see :mod:`forklab.progress`). Returns ``(histories: {mode: [step dicts]}, summary: DataFrame)``
+    with held-out accuracy before and after.
     """
     import forklab
     from forklab import recipes
@@ -177,13 +181,13 @@ def lm_mode_runs(modes=MAIN_MODES, steps: int = 150, lr: float = 3e-4, seed: int
     histories, rows = {}, []
     for mode in modes:
         forklab.seed_everything(seed)
-        model, tokenizer = load_tiny(model_name)
+        model, tokenizer = load_tiny(model_name, dtype=dtype or "float32")
         recipe = recipes.get("grpo", aggregation=mode).replace(name=mode)
         config = RLConfig(task="graph_path", task_kwargs=task_kwargs, max_new_tokens=max_new_tokens, lr=lr,
-                          eval_every=0, eval_size=eval_size, seed=seed)
+                          eval_every=0, eval_size=eval_size, seed=seed, dtype=dtype)
         trainer = RLTrainer(model, tokenizer, recipe, config)
         start = trainer.evaluate()
-        history = trainer.train(steps=steps, progress=False)
+        history = trainer.train(steps=steps, progress=progress)
         end = trainer.evaluate()
         histories[mode] = history
         first, last = history[:20], history[-20:]
@@ -215,12 +219,12 @@ def aggregation_figure(lengths, adv, balance: pd.DataFrame, histories: dict) -> 
                       label=MODE_LABELS[mode] if sign > 0 else None, **_STYLE[mode])
     ax_w.set(xlabel="response length |o| (tokens)", ylabel="share of the group's gradient per token",
              title="(a) one group: seq-mean gives a token 1/|o|, the others a flat weight per side")
-    ax_w.legend(fontsize=8, title="solid ▲ correct, dashed ▼ wrong", title_fontsize=7)
+    ax_w.legend(fontsize=10, title="solid ▲ correct, dashed ▼ wrong", title_fontsize=10)
     for color, mode in zip(PALETTE, MAIN_MODES, strict=False):
         ax_b.plot(balance["length_gap"], balance[mode], marker="o", color=color, label=MODE_LABELS[mode],
                   **_STYLE[mode])
     ax_b.axhline(0.5, color="0.4", lw=0.8, ls="--")
-    ax_b.legend(fontsize=8, title="Dr. GRPO = token-mean; BA = seq-mean here", title_fontsize=7)
+    ax_b.legend(fontsize=10, title="Dr. GRPO = token-mean; BA = seq-mean here", title_fontsize=10)
     ax_b.set(xlabel="length gap E[len | correct] − E[len | wrong]", ylabel="positive share of the push",
              title="(b) only token-mean ties the sign balance to the length gap")
     smooth = lambda xs: np.convolve(xs, np.ones(15) / 15, mode="valid")  # noqa: E731
@@ -233,5 +237,5 @@ def aggregation_figure(lengths, adv, balance: pd.DataFrame, histories: dict) -> 
     ax_lm[0].set_title("(c) tiny LM, graph paths (shortest only)")
     ax_lm[1].set_title("(d) responses get shorter")
     ax_lm[2].set_title("(e) entropy falls in every mode")
-    ax_lm[0].legend(fontsize=8)
+    ax_lm[0].legend(fontsize=10)
     return fig

@@ -18,7 +18,8 @@ import forklab
 from forklab.envs import bandit as bd
 from forklab.plots import PALETTE, band, use_style
 
-__all__ = ["BANDIT_RECIPES", "METRICS", "library_map", "metric_glossary", "bandit_explorer", "tour_bandit"]
+__all__ = ["BANDIT_RECIPES", "METRICS", "FLOORS", "library_map", "library_floors", "metric_glossary",
+           "bandit_explorer", "tour_bandit"]
 
 # what the bandit widget's "recipe" means on a bandit: an advantage estimator and an update rule
 BANDIT_RECIPES = {
@@ -63,6 +64,37 @@ def library_map() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# the library's floors, bottom to top; a module goes to the floor of its first name after ``forklab.``
+FLOORS = {
+    "formulas": ("advantages", "aggregation", "surrogates", "regularizers", "kl", "divergences", "fdivergences",
+                 "alignment", "ops", "recipes"),
+    "worlds": ("envs",),
+    "language models": ("lm", "integrations"),
+    "diagnostics": ("diagnostics",),
+    "notebook tools": ("plots", "widgets", "progress", "runs", "exercises", "seeding", "paths", "lessons"),
+}
+
+
+def library_floors() -> pd.DataFrame:
+    """The library on one screen: one row per floor (:data:`FLOORS`), its modules by short name.
+
+    Built from :func:`library_map` (plus ``forklab.lessons``), so a new module appears by itself; a
+    package's submodules are listed as ``package.{a, b}``; a module of no known floor goes to ``other``.
+    """
+    names = [*library_map()["module"], "forklab.lessons"]
+    members: dict[str, dict[str, list[str]]] = {floor: {} for floor in [*FLOORS, "other"]}
+    for name in names:
+        top, *sub = name.split(".")[1:]
+        floor = next((f for f, tops in FLOORS.items() if top in tops), "other")
+        members[floor].setdefault(top, []).extend(sub[:1])
+    rows = []
+    for floor, packages in members.items():
+        if packages:
+            shown = [f"{top}.{{{', '.join(sorted(set(subs)))}}}" if subs else top for top, subs in packages.items()]
+            rows.append(dict(floor=floor, modules=", ".join(sorted(shown))))
+    return pd.DataFrame(rows)
+
+
 def metric_glossary(history: list[dict] | None = None) -> pd.DataFrame:
     """The glossary of :data:`METRICS`, with the values of ``history``'s last step when given."""
     last = history[-1] if history else {}
@@ -101,6 +133,6 @@ def bandit_explorer(lr: float = 0.5, group_size: int = 8, temperature: float = 1
                 title=f"{recipe}: reward {run.mean('reward')[-1].item():.2f} after {steps} steps")
     axes[1].set(xlabel="step", ylabel="policy entropy (nats)",
                 title=f"entropy {run.mean('entropy')[0].item():.2f} → {run.mean('entropy')[-1].item():.2f}")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"lr = {lr}, G = {group_size}, T = {temperature}, {num_seeds} seeds", fontsize=10)
+    axes[0].legend(fontsize=10)
+    fig.suptitle(f"lr = {lr}, G = {group_size}, T = {temperature}, {num_seeds} seeds", fontsize=11)
     return fig

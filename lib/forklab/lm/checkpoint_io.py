@@ -118,3 +118,37 @@ def require_equal(what: str, saved, current) -> None:
                           for k in keys[:6])
         raise ValueError(f"the checkpoint was written with another {what}: {diffs}")
     raise ValueError(f"the checkpoint was written with another {what}: {saved!r} vs now {current!r}")
+
+
+def split_trainer_state(path, tensors: dict[str, torch.Tensor], model, rng: list[str]) -> tuple[dict, dict]:
+    """A trainer checkpoint's tensors as ``(model state, optimiser state by parameter name)``, checked complete.
+
+    Every weight of ``model``, the same optimiser moments for every parameter (or none), the generator
+    states named in ``rng`` and nothing else; otherwise ``ValueError`` says what differs.
+    """
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = set(model.state_dict())
+    if set(model_state) != expected:
+        missing, extra = sorted(expected - set(model_state)), sorted(set(model_state) - expected)
+        raise ValueError(f"checkpoint {path} does not match the model: missing weights {missing[:5]} "
+                         f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})")
+    params = dict(model.named_parameters())
+    optim_state, seen = {}, set()
+    for name, p in params.items():
+        prefix = f"optim.{name}."
+        state = {key[len(prefix):]: v for key, v in tensors.items()
+                 if key.startswith(prefix) and "." not in key[len(prefix):]}
+        seen |= {prefix + k for k in state}
+        # moments go to the parameter's device; AdamW keeps its scalar `step` on the CPU
+        state = {key: v if key == "step" else v.to(p.device) for key, v in state.items()}
+        if state:
+            optim_state[name] = state
+    kinds = {tuple(sorted(s)) for s in optim_state.values()}
+    if optim_state and (len(optim_state) != len(params) or len(kinds) != 1):
+        raise ValueError(f"checkpoint {path} holds optimiser state for {len(optim_state)} of {len(params)} "
+                         f"parameters (keys {sorted(kinds)}): incomplete")
+    leftover = set(tensors) - {f"model.{k}" for k in model_state} - seen - set(rng)
+    if leftover or not set(rng) <= set(tensors):
+        raise ValueError(f"checkpoint {path}: unexpected tensors {sorted(leftover)[:5]} or missing "
+                         f"generator states {sorted(set(rng) - set(tensors))}")
+    return model_state, optim_state

@@ -6,7 +6,10 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
     prompts  = P prompts from the task's train split (seeded)
     samples  = sample(policy, each prompt × G)                     # tokens, mask, logp_old, entropy
     rewards  = task.reward(prompt, response)                       # 0/1 (or graded)
-    [DAPO]     drop groups whose rewards are all equal             # recipe.dynamic_sampling
+    [DAPO]     rewards += overlong_penalty(len(response))          # recipe.overlong_buffer
+    [DAPO]     while fewer than P groups have mixed rewards and extra rollouts < budget:
+                   sample P more prompts × G; keep their mixed groups  # recipe.dynamic_sampling
+               train on the first P mixed groups (all degenerate groups dropped)
     adv      = recipe.advantages(rewards, group)                   # once per rollout
     for epoch in range(μ):                                         # inner epochs: ratios leave 1
         for minibatch of whole groups:
@@ -41,7 +44,7 @@ from torch import Tensor
 
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
-from forklab.lm import checkpoint_io, sampling
+from forklab.lm import checkpoint_io, dynamic_sampling, sampling
 from forklab.lm._rollout import (
     decode_responses,
     encode_prompts,
@@ -53,7 +56,7 @@ from forklab.lm._rollout import (
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
-from forklab.recipes import Batch, Recipe
+from forklab.recipes import Batch, Recipe, overlong_penalty
 from forklab.regularizers import minp_proxy_logprobs, token_covariance
 from forklab.runs import RunLog
 
@@ -95,6 +98,10 @@ class RLConfig:
     #: reference model in place when the trainer is built. The notebooks train in float64 so that CPU
     #: kernel rounding (AVX2 vs AVX-512 vs ARM) cannot flip a sampled token; benchmarks stay in float32.
     dtype: str | None = None
+    #: DAPO's dynamic sampling (recipes with ``dynamic_sampling``): at most this many extra rollouts of
+    #: ``prompts_per_step`` prompts per step to fill the batch with groups whose rewards differ (verl:
+    #: ``max_num_gen_batches``); if the budget runs out, the step trains on the mixed groups it found.
+    dynamic_sampling_max_extra: int = 4
 
 
 def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor,
@@ -155,6 +162,8 @@ class RLTrainer:
         c = self.config
         if c.group_size < 2 or c.prompts_per_step < 1 or c.inner_epochs < 1 or c.minibatches < 1:
             raise ValueError("`config`: group_size >= 2, prompts_per_step, inner_epochs, minibatches >= 1")
+        if c.dynamic_sampling_max_extra < 0:
+            raise ValueError(f"`config.dynamic_sampling_max_extra` must be >= 0, got {c.dynamic_sampling_max_extra}")
         if c.minibatches > c.prompts_per_step:
             raise ValueError("`config.minibatches` cannot exceed prompts_per_step (minibatches hold whole groups)")
         if recipe.aggregation == "seq-mean-token-sum-norm" and recipe.norm_len is None:
@@ -194,33 +203,64 @@ class RLTrainer:
                                     top_p=c.top_p, return_hidden=c.log_thr)
         device = model_device(self.model)
         texts = decode_responses(self.tokenizer, s.tokens, s.mask)
-        score = self.task.graded_reward if c.graded_reward else self.task.reward
-        rewards = torch.tensor([score(examples[i // c.group_size], t) for i, t in enumerate(texts)],
+        reward_fn = self.task.graded_reward if c.graded_reward else self.task.reward
+        rewards = torch.tensor([reward_fn(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                dtype=s.logp.dtype, device=device)
         correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                device=device) > 0
         group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
+        score = rewards  # the task's reward before any shaping: what dynamic sampling filters on
+        if self.recipe.overlong_buffer is not None:
+            buffer = max(1, round(self.recipe.overlong_buffer * c.max_new_tokens))
+            rewards = rewards + overlong_penalty(s.mask.sum(1).to(rewards.dtype), c.max_new_tokens, buffer,
+                                                 self.recipe.overlong_factor)
         return dict(prompt_ids=s.prompt_ids, prompt_mask=s.prompt_mask, tokens=s.tokens, mask=s.mask, old_logp=s.logp,
-                    entropy=s.entropy, hidden=s.hidden, rewards=rewards, correct=correct, group=group,
+                    entropy=s.entropy, hidden=s.hidden, rewards=rewards, score=score, correct=correct, group=group,
                     texts=texts)
+
+    @torch.no_grad()
+    def mixed_group_rollout(self) -> tuple[dict, dict, dict[str, float]]:
+        """DAPO's dynamic sampling: rollouts until ``prompts_per_step`` groups have mixed task rewards.
+
+        Draws one rollout, then up to ``config.dynamic_sampling_max_extra`` more while fewer than P
+        groups are mixed (task rewards, before overlong shaping, not all equal: DAPO's
+        0 < |{correct}| < G for 0/1 rewards). Returns the first P mixed groups (fewer if the budget
+        ran out), relabelled 0..n−1, the first rollout (unfiltered) and metrics over every group drawn.
+        """
+        c = self.config
+        return dynamic_sampling.fill_mixed_groups(self.rollout, c.prompts_per_step, c.group_size,
+                                                  c.dynamic_sampling_max_extra, self.tokenizer.pad_id)
 
     # ------------------------------------------------------------------ one step
     def step(self) -> dict[str, float]:
-        """One rollout and the recipe's updates on it; returns (and logs) the step's metrics."""
+        """One rollout and the recipe's updates on it; returns (and logs) the step's metrics.
+
+        With ``recipe.dynamic_sampling`` the rollout is :meth:`mixed_group_rollout`: the logged reward,
+        accuracy, entropy and length are those of the first rollout (an unfiltered sample of the
+        policy), the update uses the mixed groups only.
+        """
         c = self.config
         t0 = time.perf_counter()
-        r = self.rollout()
+        if self.recipe.dynamic_sampling:
+            r, seen, sampling_stats = self.mixed_group_rollout()
+        else:
+            r = seen = self.rollout()
+            sampling_stats = {}
         t_sample = time.perf_counter() - t0
-        g = r["rewards"].reshape(c.prompts_per_step, c.group_size)
+        g = seen["score"].reshape(-1, c.group_size)
         degenerate = g.amax(1) == g.amin(1)
-        metrics = {"reward": float(r["rewards"].mean()), "accuracy": float(r["correct"].double().mean()),
-                   "entropy": float(r["entropy"][r["mask"]].mean()),
-                   "completion_length": float(r["mask"].sum(1).double().mean()),
+        metrics = {"reward": float(seen["rewards"].mean()), "accuracy": float(seen["correct"].double().mean()),
+                   "entropy": float(seen["entropy"][seen["mask"]].mean()),
+                   "completion_length": float(seen["mask"].sum(1).double().mean()),
                    "frac_degenerate_groups": float(degenerate.double().mean()),
-                   "entropy/share_above_0.672": float((r["entropy"][r["mask"]] > PAPER_P80).double().mean())}
+                   "entropy/share_above_0.672": float((seen["entropy"][seen["mask"]] > PAPER_P80).double().mean())}
+        metrics |= sampling_stats
         device = r["group"].device
-        keep_groups = torch.nonzero(~degenerate).flatten() if self.recipe.dynamic_sampling else \
-            torch.arange(c.prompts_per_step, device=device)
+        # the dynamic batch holds only mixed groups; other recipes train on every group (no gradient
+        # flows from a degenerate group's zero advantages anyway)
+        keep_groups = torch.arange(len(r["group"]) // c.group_size, device=device)
+        if not len(keep_groups):  # dynamic sampling found no mixed group within its budget: no update this step
+            r = seen
         adv = self.recipe.advantages(Batch(logp=r["old_logp"], mask=r["mask"], group=r["group"],
                                            rewards=r["rewards"]))
         if c.log_covariance:
@@ -334,32 +374,9 @@ class RLTrainer:
         tensors, meta = checkpoint_io.read(path)
         checkpoint_io.require_equal("config", meta.get("config"), self._config_record())
         checkpoint_io.require_equal("recipe", meta.get("recipe"), self._recipe_record())
-        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        expected = set(self.model.state_dict())
-        if set(model_state) != expected:
-            missing, extra = sorted(expected - set(model_state)), sorted(set(model_state) - expected)
-            raise ValueError(f"checkpoint {path} does not match the model: missing weights {missing[:5]} "
-                             f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})")
-        params = dict(self.model.named_parameters())
-        optim_state, seen = {}, set()
-        for name, p in params.items():
-            prefix = f"optim.{name}."
-            state = {key[len(prefix):]: v for key, v in tensors.items()
-                     if key.startswith(prefix) and "." not in key[len(prefix):]}
-            seen |= {prefix + k for k in state}
-            # moments go to the parameter's device; AdamW keeps its scalar `step` on the CPU
-            state = {key: v if key == "step" else v.to(p.device) for key, v in state.items()}
-            if state:
-                optim_state[name] = state
-        kinds = {tuple(sorted(s)) for s in optim_state.values()}
-        if optim_state and (len(optim_state) != len(params) or len(kinds) != 1):
-            raise ValueError(f"checkpoint {path} holds optimiser state for {len(optim_state)} of {len(params)} "
-                             f"parameters (keys {sorted(kinds)}): incomplete")
         rng = ["rng.generator", "rng.eval_generator", "rng.loss_generator", "rng.torch"]
-        leftover = set(tensors) - {f"model.{k}" for k in model_state} - seen - set(rng)
-        if leftover or not set(rng) <= set(tensors):
-            raise ValueError(f"checkpoint {path}: unexpected tensors {sorted(leftover)[:5]} or missing "
-                             f"generator states {sorted(set(rng) - set(tensors))}")
+        model_state, optim_state = checkpoint_io.split_trainer_state(path, tensors, self.model, rng)
+        params = dict(self.model.named_parameters())
         step = meta.get("step")
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"checkpoint {path}: `step` must be a non-negative integer, got {step!r}")
