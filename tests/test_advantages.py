@@ -1,7 +1,7 @@
 """forklab.advantages against per-group loops written with Python's `statistics` module.
 
 The oracles here never call the code under test: each one recomputes the formula from its
-definition (frameworks.md, section E: loop vs vectorised, RLOO identity, constant group → 0).
+definition (loop vs vectorised, the RLOO identity, constant group → 0).
 """
 
 import statistics
@@ -91,7 +91,7 @@ def test_rloo_is_reward_minus_mean_of_the_others(seed):
     for i, (r, g) in enumerate(zip(rewards, group, strict=True)):
         others = [rj for j, rj in members[g] if j != i]
         assert got[i].item() == pytest.approx(r - statistics.fmean(others), abs=1e-12)
-    # and the identity A = n/(n-1) (R - mu) from frameworks.md E
+    # and the identity A = n/(n-1) (R - mu) (RLOO as a rescaled mean baseline)
     n = 4
     np.testing.assert_allclose(got.numpy(), np.array(loop_grpo(rewards, group, "none")) * n / (n - 1), atol=1e-12)
 

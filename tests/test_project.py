@@ -88,3 +88,15 @@ def test_notebook_contract_opening_and_real_run_cell(path):
     assert "arXiv" in first_md and "run time" in first_md.lower()
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert tagged and "REAL_RUN = False" in "".join(tagged[0]["source"])
+
+
+def test_no_file_points_outside_the_repository():
+    """Notebooks, docstrings, tests and docs cite only what ships here (docs/formulas.md, data/models/README.md, ...),
+    never the team's private reference folder or its file names."""
+    outside = re.compile(r"\.\./shared|shared/reference|tiny-lm-facts|notebook-plan\.md|frameworks\.md|"
+                         r"formulas-wave2|DESIGN\.md|(?<![/\w])formulas\.md ?§")
+    paths = [p for d in ("lib", "tests", "scripts", "benchmarks", "docs", "notebooks", "data")
+             for p in (ROOT / d).rglob("*") if p.suffix in {".py", ".md", ".ipynb", ".sh"}]
+    offenders = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in paths + [ROOT / "README.md"]
+                 if p.name != "test_project.py" for m in [outside.search(p.read_text(encoding="utf-8"))] if m]
+    assert not offenders, offenders

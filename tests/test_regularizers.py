@@ -16,7 +16,7 @@ def trl_case():
 
 
 def test_entropy_top_mask_reproduces_trl_expected_masks():
-    # tests/test_grpo_trainer.py::TestGetHighEntropyMask (frameworks.md B.11): TRL's `threshold` = 1 - top_ratio
+    # tests/test_grpo_trainer.py::TestGetHighEntropyMask: TRL's `threshold` = 1 - top_ratio
     entropies, mask = trl_case()
     keep = R.entropy_top_mask(entropies, mask, top_ratio=0.2)
     expected = torch.zeros_like(mask)

@@ -60,7 +60,7 @@ def test_left_and_right_padding_by_hand():
     ids, mask = TOK.batch_encode(["1+2=", "10+20="], pad_side="left")
     assert ids.tolist() == [[0, 0, 2, 11, 3, 14], [2, 1, 11, 3, 1, 14]]
     assert mask.tolist() == [[False, False, True, True, True, True], [True] * 6]
-    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # the pitfall of tiny-lm-facts.md
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # the pitfall of data/models/README.md
     assert position_ids[0, 2:].tolist() == position_ids[1, :4].tolist() == [0, 1, 2, 3]
     ids, mask = TOK.batch_encode(["1+2=", "10+20="], pad_side="right")
     assert ids.tolist() == [[2, 11, 3, 14, 0, 0], [2, 1, 11, 3, 1, 14]]

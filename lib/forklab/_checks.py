@@ -1,6 +1,6 @@
 """Input validation shared by every public function.
 
-The contract (DESIGN.md, docs/reliability.md): bad input raises ``ValueError`` whose message names
+The contract (README.md, docs/reliability.md): bad input raises ``ValueError`` whose message names
 the argument, never a silently wrong number. These helpers keep that one-liner at each call site.
 
 The padding rule, one for every module: values *off* the mask are ignored, whatever they hold

@@ -41,7 +41,7 @@ def hapo_entropy_stats(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> dic
 
 
 def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -> Tensor:
-    """HAPO's token-entropy normalisation ĥ ∈ [−1, 1] (``compute_entropy_h``; formulas.md §6, HIGH as implemented).
+    """HAPO's token-entropy normalisation ĥ ∈ [−1, 1] (``compute_entropy_h``; docs/formulas.md, HIGH as implemented).
 
     .. math::
         \\ell_t = \\log H_t,\\; m = Q_{pivot}(\\ell),\\; \\sigma = \\sqrt{\\mathrm{mean}_t(\\ell_t - m)^2},\\;
@@ -53,7 +53,7 @@ def hapo_normalized_entropy(entropy: Tensor, mask: Tensor, pivot: float = 0.8) -
     it scales the negative side by 1/min(h<0), a negative number, which makes every ĥ ≥ 0 and
     disables the ε_low branch of :func:`hapo_clip` — we follow the documented intent, 1/|min|; and one
     reading of it divides by the masked std around the mean rather than the RMS around the pivot used
-    here (formulas.md §6). ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
+    here (docs/formulas.md). ``entropy``, ``mask``: ``[B, T]``; returns ``[B, T]``, 0 off the mask.
     """
     stats = hapo_entropy_stats(entropy, mask, pivot)
     entropy = _checks.masked("entropy", entropy, _checks.bool_mask("mask", mask))

@@ -233,7 +233,7 @@ def token_group_average(
 
     HAPO, "From Uniform to Heterogeneous: Tailoring Policy Optimization to Every Token's Nature"
     (arXiv 2509.16591), ``adv_estimator=hapo`` in its verl fork; HIGH as implemented there
-    (formulas.md §6). σ_g is the token-weighted *population* std, as in that code. Notebook 01/02.
+    (docs/formulas.md). σ_g is the token-weighted *population* std, as in that code. Notebook 01/02.
     """
     eps = _checks.non_negative("eps", eps)
     fallback_threshold = _checks.positive("fallback_threshold", fallback_threshold)

@@ -2,7 +2,7 @@
 
 Introduced in ``notebooks/01_policy_gradients_and_advantages.ipynb`` (and used everywhere after).
 
-Conventions (DESIGN.md): ``mask`` is bool ``[B, T]``, True on response tokens; ``logits`` is
+Conventions (README.md): ``mask`` is bool ``[B, T]``, True on response tokens; ``logits`` is
 ``[..., V]``. The padding rule of every forklab module (docs/reliability.md): values outside the mask
 never influence a result or a gradient, not even when they are NaN or inf (padding often holds
 garbage), while NaN or ±inf *inside* the mask is a ``ValueError`` naming the argument.

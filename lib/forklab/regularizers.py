@@ -97,7 +97,7 @@ def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
 
     with both means over the valid tokens of the batch; detached. ``logp [B, T]``, ``adv [B]`` or
     ``[B, T]``, ``mask [B, T]`` → ``[B, T]`` (0 off the mask). Its mean is the batch covariance whose
-    sign predicts the entropy change (formulas.md §4.3, HIGH).
+    sign predicts the entropy change (docs/formulas.md, HIGH).
     """
     logp, _, adv, mask = _prepare(logp, None, adv, mask)
     lp, a = logp.detach(), adv.detach()
@@ -205,7 +205,7 @@ def minp_proxy_logprobs(logits: Tensor, tokens: Tensor, kappa: float = 0.02, tem
 @objective("lp_reg", needs=("proxy_logp",), label="Lp-Reg", notebook="05_entropy_interventions")
 def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp: Tensor, neg_ratio: float = 0.01,
            beta: float = 1.0, eps_low: float = 1.0, eps_high: float = 9.0, return_metrics: bool = False):
-    """Lp-Reg: protect rare but plausible tokens of negative samples (arXiv 2510.03222; formulas.md, HIGH code).
+    """Lp-Reg: protect rare but plausible tokens of negative samples (arXiv 2510.03222; docs/formulas.md, HIGH code).
 
     Among valid tokens with A < 0, take the lowest-probability ⌈ρ·N⁻⌉ (ρ = ``neg_ratio``; 1% for
     Qwen3-14B, 0.5% for Qwen2.5-32B); those with π_θ(y_t) < π_proxy(y_t) (i.e. not filtered out as
@@ -243,7 +243,7 @@ def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp
 
 def steer_weights(adv: Tensor, logp: Tensor, old_logp: Tensor, entropy: Tensor, mask: Tensor,
                   lambda_min: float = 0.8, variant: str = "exp") -> Tensor:
-    """STEER's per-token weights from the estimated entropy change Ω (arXiv 2510.10150; formulas.md, HIGH code).
+    """STEER's per-token weights from the estimated entropy change Ω (arXiv 2510.10150; docs/formulas.md, HIGH code).
 
     .. math:: \\Omega_t = \\frac{A_t}{\\pi_{old}(y_t)}\\,\\pi_\\theta(y_t)(1-\\pi_\\theta(y_t))
               \\,(\\log\\pi_\\theta(y_t) + H_t)

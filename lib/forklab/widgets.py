@@ -1,4 +1,4 @@
-"""Wire plain lib callbacks to ipywidgets (the notebook contract in DESIGN.md).
+"""Wire plain lib callbacks to ipywidgets (the notebook contract in README.md).
 
 Introduced in ``notebooks/00_tour.ipynb``.
 

@@ -11,7 +11,7 @@ Notation: logits z ``[..., V]``, p = softmax(z), H = −Σ_a p_a log p_a. Everyt
 
 (Σ_a p_a(log p_a + H) = 0, which is why the sum is a covariance: adding a constant to every logit
 changes nothing). The lemma and its policy-gradient corollaries are The Entropy Mechanism of RL for
-Reasoning LMs (Cui et al., arXiv 2505.22617; formulas.md §4.2, HIGH, checked numerically).
+Reasoning LMs (Cui et al., arXiv 2505.22617; docs/formulas.md, HIGH, checked numerically).
 
 =================================  =========================================================
 function                           what it gives
@@ -108,7 +108,7 @@ def entropy_logit_gradient(logits: Tensor) -> Tensor:
     ============  ======================
 
     Sums to 0 over the vocabulary. Its negative is the entropy discriminator S* of every token
-    (:func:`entropy_discriminator`). The Entropy Mechanism (arXiv 2505.22617), formulas.md §4.2;
+    (:func:`entropy_discriminator`). The Entropy Mechanism (arXiv 2505.22617), docs/formulas.md;
     notebook 04_entropy_mechanism.
     """
     p, logp, h = _policy(_logits("logits", logits))
@@ -151,7 +151,7 @@ def first_order_entropy_change(logits: Tensor, delta_logits: Tensor) -> Tensor:
 
     Exact to O(‖Δz‖²): halving the step divides the error by ≈ 4. Linear in Δz, invariant to adding
     a constant to Δz. Cui et al., "The Entropy Mechanism of Reinforcement Learning for Reasoning
-    Language Models", arXiv 2505.22617 (formulas.md §4.2, HIGH). verl/TRL: no counterpart (their
+    Language Models", arXiv 2505.22617 (docs/formulas.md, HIGH). verl/TRL: no counterpart (their
     Clip-Cov/KL-Cov use the per-token batch version, :func:`token_covariance`).
     Notebook 04_entropy_mechanism.
     """
@@ -220,7 +220,7 @@ def pg_entropy_change(logits: Tensor, adv: Tensor, lr: float, center: bool = Tru
 
     A likely action with a high advantage lowers the entropy, a rare one with a high advantage
     raises it. ``center`` as in :func:`pg_logit_step` (with E_π A = 0 both agree with the
-    paper's formula). Cui et al., arXiv 2505.22617, Theorem (vanilla PG), formulas.md §4.2 (HIGH).
+    paper's formula). Cui et al., arXiv 2505.22617, Theorem (vanilla PG), docs/formulas.md (HIGH).
     Notebook 04_entropy_mechanism.
     """
     return first_order_entropy_change(logits, pg_logit_step(logits, adv, lr, center))
@@ -231,7 +231,7 @@ def npg_entropy_change(logits: Tensor, adv: Tensor, lr: float) -> Tensor:
 
     Shapes ``logits [..., V]``, ``adv [..., V]`` → ``[...]`` float64. The covariance between how
     likely an action is and how good it is; positive in practice, hence the monotone entropy
-    decline of RLVR. Cui et al., arXiv 2505.22617, Theorem (natural PG), formulas.md §4.2 (HIGH).
+    decline of RLVR. Cui et al., arXiv 2505.22617, Theorem (natural PG), docs/formulas.md (HIGH).
     Notebook 04_entropy_mechanism.
     """
     return first_order_entropy_change(logits, npg_logit_step(logits, adv, lr))
@@ -253,7 +253,7 @@ def entropy_discriminator(logits: Tensor, tokens: Tensor | int | None = None) ->
     ============  ==================================================================
 
     S* > 0 (a token likelier than e^{−H}) means rewarding it lowers the entropy. Wang et al., "On
-    the Entropy Dynamics in Reinforcement Fine-Tuning of LLMs", arXiv 2602.03392 (formulas.md §7,
+    the Entropy Dynamics in Reinforcement Fine-Tuning of LLMs", arXiv 2602.03392 (docs/formulas.md,
     MED: read from a summary, consistent with a numeric check); it is the same derivative as in
     the Cui et al. lemma. Trinity-RFT's ``advantage_fn: clipb`` clips on it. Notebook
     04_entropy_mechanism.
@@ -282,7 +282,7 @@ def sampled_token_entropy_change(logits: Tensor, tokens: Tensor | int, coef: Ten
 
     Δz = c(e_k − p) is the logit gradient of c·log p_k, i.e. one REINFORCE/GRPO token update. The
     second form is the baseline-corrected discriminator of arXiv 2602.03392's Theorem 3.3.
-    Derived and checked numerically in formulas.md §7 (STEER note); STEER's p(1 − p)(log p + H)
+    Derived and checked numerically in docs/formulas.md (STEER note); STEER's p(1 − p)(log p + H)
     approximates the bracket (see :func:`compare_entropy_estimates`). Notebook 04_entropy_mechanism.
     """
     s_star = entropy_discriminator(logits)
@@ -317,7 +317,7 @@ def steer_omega(adv: Tensor, logp: Tensor, old_logp: Tensor, entropy: Tensor, ma
     STEER codes it.) :func:`compare_entropy_estimates` shows the gap. The weights themselves are
     :func:`forklab.regularizers.steer_weights` (which uses |Ω|). Hao et al., "Rethinking Entropy
     Interventions in RLVR: An Entropy Change Perspective", arXiv 2510.10150, code
-    ``compute_token_weights`` (loss_mode ``entropy_control``), formulas.md §7 (HIGH). Notebook
+    ``compute_token_weights`` (loss_mode ``entropy_control``), docs/formulas.md (HIGH). Notebook
     04_entropy_mechanism.
     """
     logp = _checks.as_tensor("logp", logp)

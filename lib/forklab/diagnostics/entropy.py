@@ -4,7 +4,7 @@ Introduced in ``notebooks/06_forking_tokens.ipynb`` (planned).
 
 Token entropy H_t = −Σ_v p_t(v) log p_t(v) of the policy at each generated position (computed from
 raw, temperature-scaled logits with :func:`forklab.ops.entropy_from_logits`). "Beyond the 80/20
-Rule" (arXiv 2506.01939, formulas.md §5, HIGH) found, for Qwen3-8B on maths chains of thought, that
+Rule" (arXiv 2506.01939, docs/formulas.md, HIGH) found, for Qwen3-8B on maths chains of thought, that
 more than half of all tokens have H < 0.07 and the 80th percentile is 0.672: the few tokens above
 it are *forking tokens* ("wait", "however", "thus") where the reasoning branches.
 

@@ -3,7 +3,7 @@
 Introduced in ``notebooks/07_token_hidden_reward.ipynb`` (planned).
 
 Setting (NTHR, "On the Effect of Negative Gradient in Group Relative Deep Reinforcement
-Optimization", arXiv 2505.18830; formulas.md §1A, HIGH): last-layer hidden states h_t ∈ R^d, an
+Optimization", arXiv 2505.18830; docs/formulas.md, HIGH): last-layer hidden states h_t ∈ R^d, an
 unembedding W, π_t = softmax(W h_t). Updating W on token t with weight Â changes W by
 η·Â·(e_{y_t} − π_t) h_tᵀ, so to first order the log-likelihood of the correct responses P moves by
 
@@ -19,7 +19,7 @@ O(N·|V*|·d) instead of the O(N²·(|V*| + d)) of the pairwise form (see ``benc
   advantage scaled by η = 2|0.5 − p| (p = pass rate of the group).
 - τ = β · min_{i∈P} s̄⁺_i, s̄⁺_i = mean over the tokens of correct response i of s_t (β = 1).
 - THR (Token Hidden Reward, arXiv 2510.03669) — **LOW confidence**: the paper's full text was not
-  available; implemented as the reconstruction documented in formulas.md §1C,
+  available; implemented as the reconstruction documented in docs/formulas.md,
   THR_t = Â_{j(t)} · s_t, and the reweighting Â_t ← Â·(1 + p·sign(THR_t)) where |THR_t| > τ
   (others keep Â, or get 0 in the "THR-only" variant). The formula lives in :func:`_thr_formula`
   only, so correcting it is a one-line change.
@@ -182,7 +182,7 @@ def nthr_threshold(influence: Tensor, mask: Tensor, group: Tensor, correct: Tens
 
 
 def _thr_formula(adv: Tensor, influence: Tensor) -> Tensor:
-    """THR_t = Â_{j(t)} · s_t — the LOW-confidence reconstruction (formulas.md §1C). Change it here only."""
+    """THR_t = Â_{j(t)} · s_t — the LOW-confidence reconstruction (docs/formulas.md). Change it here only."""
     return adv[:, None] * influence
 
 
@@ -215,7 +215,7 @@ def thr_advantages(adv: Tensor, result: THRResult, mask: Tensor, p: float, only:
     """THR-guided per-token advantages: Â·(1 + p·sign(THR)) where |THR| > τ, else Â (or 0 if ``only``).
 
     p > 0 amplifies positive-THR tokens and damps negative ones (exploitation: greedy accuracy);
-    p < 0 does the opposite (exploration: pass@k). LOW confidence (formulas.md §1C). Note that THR
+    p < 0 does the opposite (exploration: pass@k). LOW confidence (docs/formulas.md). Note that THR
     carries the advantage's scale while τ is built from influence scores without it, as documented.
     Returns ``[B, T]`` float64, 0 off the mask.
     """

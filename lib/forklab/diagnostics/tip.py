@@ -2,7 +2,7 @@
 
 Introduced in ``notebooks/10_token_importance_tip.ipynb``. Paper: Xu, Sang, Zhou, He, Wang, Geramifard,
 "TIP: Token Importance in On-Policy Distillation", arXiv 2604.14084; code base
-HJSang/OPSD_OnPolicyDistillation (formulas.md §2).
+HJSang/OPSD_OnPolicyDistillation (docs/formulas.md).
 
 Every student token gets two coordinates: the student's entropy H_t (how unsure it is) and a
 teacher–student divergence D_t (how far from the teacher it is; reverse KL by default). The plane splits
@@ -141,7 +141,7 @@ def token_axes(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, div
 
     ``divergence``: ``"reverse_kl"`` (the repo's default OPD loss, :func:`forklab.divergences.reverse_kl`),
     ``"jsd"`` (β = 0.5, what the repo's sampler uses, :func:`forklab.divergences.jsd`) or
-    ``"forward_kl"``. Which one TIP's δ axis uses is not pinned down (formulas.md §2). Logits off the
+    ``"forward_kl"``. Which one TIP's δ axis uses is not pinned down (docs/formulas.md). Logits off the
     mask are replaced by zeros first, so padding garbage cannot reach the result. TRL:
     ``entropy_from_logits``, ``GKDTrainer.generalized_jsd_loss``. arXiv 2604.14084; notebook
     10_token_importance_tip.
@@ -217,7 +217,7 @@ def quadrants(entropy: Tensor, divergence: Tensor, mask: Tensor, entropy_thresho
     of zero-entropy tokens sitting on a zero median stays in the low half.
     Confidence: Q3 = low entropy/high divergence is HIGH (abstract and summaries); the numbering of
     Q1, Q2, Q4 is an inference from the same pattern (LOW), and so is the median split: the paper's
-    thresholds were not found (LOW: implemented as documented in formulas.md §2). arXiv 2604.14084;
+    thresholds were not found (LOW: implemented as documented in docs/formulas.md). arXiv 2604.14084;
     verl/TRL: none. Notebook 10_token_importance_tip.
     """
     mask = _mask(mask)
@@ -255,7 +255,7 @@ def soft_or_score(entropy: Tensor, divergence: Tensor, mask: Tensor) -> Tensor:
     Min and max are over the valid tokens of the whole batch (per-batch normalisation); an axis that
     is constant over them maps to 0. u is a probabilistic OR of the two normalised axes, so a Q3
     token (h ≈ 0, d ≈ 1) scores as high as a Q1 one. TIP, arXiv 2604.14084, Eqs. (5)–(7) as quoted
-    by a secondary source (formulas.md §2, MED-HIGH); verl/TRL: none. Notebook 10_token_importance_tip.
+    by a secondary source (docs/formulas.md, MED-HIGH); verl/TRL: none. Notebook 10_token_importance_tip.
     """
     mask = _mask(mask)
     h = _minmax(_values("entropy", entropy, mask), mask)
@@ -283,7 +283,7 @@ def sampling_weights(entropy: Tensor, mask: Tensor, divergence: Tensor | None = 
     all-token training); the repo's ``entropy_alpha`` has no default, α = 1 here. The normalisations
     only matter through the 1e-8 floor (a constant factor cancels in the draw), so ``vocab_size=None``
     skips the ln|V| division; the repo's ``jsd_scale`` cancels the same way and is left out.
-    HJSang/OPSD_OnPolicyDistillation ``src/opd/losses.py`` (formulas.md §2, HIGH). Notebook
+    HJSang/OPSD_OnPolicyDistillation ``src/opd/losses.py`` (docs/formulas.md, HIGH). Notebook
     10_token_importance_tip.
     """
     mask = _mask(mask)
@@ -365,7 +365,7 @@ def select_soft_or(entropy: Tensor, divergence: Tensor, mask: Tensor, ratio: flo
     .. math:: \\mathcal{T} = \\mathrm{TopK}(\\{u_t\\}, \\lfloor \\rho m \\rfloor)
 
     TIP applies TopK per trajectory (``scope="sequence"``) after per-batch normalisation; the loss is
-    then the reverse KL averaged over the kept tokens (formulas.md §2, MED-HIGH). Shapes ``[B, T]`` →
+    then the reverse KL averaged over the kept tokens (docs/formulas.md, MED-HIGH). Shapes ``[B, T]`` →
     bool ``[B, T]``. arXiv 2604.14084; notebook 10_token_importance_tip.
     """
     return _top(soft_or_score(entropy, divergence, mask), _mask(mask), _ratio(ratio), scope)

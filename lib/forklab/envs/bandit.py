@@ -1,7 +1,7 @@
 """The bandit world: a softmax policy over K arms, trained many seeds at a time.
 
 Introduced in ``notebooks/01_policy_gradients_and_advantages.ipynb``; used for identities,
-theorems and widgets throughout the suite (DESIGN.md, "scales").
+theorems and widgets throughout the suite (README.md, "Four scales").
 
 A "prompt" is the bandit itself; a "response" is an arm; its reward is drawn from that arm's
 discrete reward distribution. All arms share one reward *support* ``values [M]``; arm k has

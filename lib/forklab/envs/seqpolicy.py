@@ -3,7 +3,7 @@
 Introduced in ``notebooks/00_tour.ipynb``; exact computations in ``02_loss_aggregation.ipynb`` and
 ``03_ratios_and_clipping.ipynb``.
 
-The middle scale of DESIGN.md ("scales"): real token-by-token generation, with variable lengths, an
+The middle scale of README.md ("Four scales"): real token-by-token generation, with variable lengths, an
 END token and shared parameters, yet so few possible responses that every objective and gradient
 is an exact finite sum. Used for loss-aggregation and length effects (per-token gradient weights,
 sign-length coupling), Token Hidden Reward ground truth (finite differences through the last hidden

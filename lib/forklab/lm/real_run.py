@@ -5,7 +5,7 @@ through ``forklab.integrations.trl.ForklabGRPOTrainer``, the path that scales to
 and vLLM (``docs/scale-out.md``); ``engine="forklab"`` uses forklab's single-process ``RLTrainer``.
 
 The tiny-LM experiments train a character-level transformer on synthetic tasks; with ``REAL_RUN = True``
-a notebook runs the same recipes on a real model instead (DESIGN.md, "real LM" scale)::
+a notebook runs the same recipes on a real model instead (README.md, "Four scales": real LM)::
 
     from forklab.lm.real_run import real_rl_run
     histories = real_rl_run(["grpo", "dr_grpo"])          # Qwen/Qwen2.5-0.5B-Instruct on GSM8K, on the GPU

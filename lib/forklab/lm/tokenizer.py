@@ -1,6 +1,6 @@
 """A character tokenizer: one token per character of a small alphabet, plus PAD.
 
-The tiny LMs of DESIGN.md ("scales") read and write strings over the alphabet of
+The tiny LMs of README.md ("Four scales") read and write strings over the alphabet of
 :mod:`forklab.envs.tasks` (digits and ``+ - * = ; , >``), so the vocabulary is that alphabet and
 nothing else worth a subword merge.
 
@@ -12,7 +12,7 @@ Decisions:
   separate token: a response "ends with ``;``" in the text, in the token ids and in the reward
   function alike, and ``generate(eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)`` stops there.
 - No BOS: every prompt starts with a real character, and left-padded rows take their positions from
-  the attention mask (``position_ids = mask.cumsum(-1) - 1``, see ``shared/reference/tiny-lm-facts.md``).
+  the attention mask (``position_ids = mask.cumsum(-1) - 1``, see ``data/models/README.md``).
 
 Ids: ``0`` = PAD, ``1 + i`` = ``alphabet[i]``, so ``vocab_size = len(alphabet) + 1`` (18 for the tasks).
 

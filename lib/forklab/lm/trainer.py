@@ -68,7 +68,7 @@ Tokenizer = CharTokenizer | HFTokenizer
 
 @dataclass
 class RLConfig:
-    """Hyperparameters of :class:`RLTrainer` (defaults: the tiny-LM setting of tiny-lm-facts.md).
+    """Hyperparameters of :class:`RLTrainer` (defaults: the tiny-LM setting of data/models/README.md).
 
     ``task`` is a task name for ``forklab.envs.tasks.get_task(task, **task_kwargs)``; a ready task
     object (e.g. GSM8K from a local file) goes to ``RLTrainer(..., task=...)`` instead.

@@ -3,7 +3,7 @@
 Introduced in ``notebooks/00_tour.ipynb``; ``graph_path(shortest=True)`` is the length-gap task of
 ``notebooks/02_loss_aggregation.ipynb``.
 
-The tiny-LM scale of DESIGN.md ("scales") trains small transformers on these tasks. They are chosen so
+The tiny-LM scale of README.md ("Four scales") trains small transformers on these tasks. They are chosen so
 that the phenomena the papers study actually appear:
 
 - variable response lengths, so loss aggregation and length gaps matter (all three tasks);
