@@ -34,6 +34,8 @@ def make_batch(seed=0, with_grad=True):
 def test_every_preset_gives_a_finite_loss_gradient_and_metrics(name):
     batch, logits = make_batch()
     recipe = recipes.get(name, kl_coef=0.01, entropy_coef=0.001)
+    if recipe.norm_len is None and recipe.aggregation == "seq-mean-token-sum-norm":
+        recipe = recipe.replace(norm_len=16.0)  # Dr. GRPO's generation budget (RLTrainer: max_new_tokens)
     loss, metrics = recipe.loss(batch)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0

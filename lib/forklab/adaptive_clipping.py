@@ -29,6 +29,7 @@ from torch import Tensor
 
 from forklab import _checks
 from forklab import surrogates as sur
+from forklab._objective_inputs import _eps, _log_ratio, _mean, _prepare
 from forklab._registry import objective
 
 __all__ = ["dcpo_clip_bounds", "dcpo_clip", "bapo_clip_bounds", "bapo_clip", "etr_clip_bounds", "etr_clip"]
@@ -67,10 +68,8 @@ def dcpo_clip_bounds(old_prob, eps_low: float = 0.2, eps_high: float = 0.28, max
     q = _checks.floating("old_prob", old_prob)
     if ((q <= 0) | (q > 1)).any():
         raise ValueError("`old_prob` must lie in (0, 1]")
-    _checks.non_negative("eps_low", eps_low)
-    _checks.non_negative("eps_high", eps_high)
-    if not max_high > 1:
-        raise ValueError(f"`max_high` must be > 1, got {max_high}")
+    eps_low, eps_high = _eps("eps_low", eps_low), _eps("eps_high", eps_high)
+    max_high = _checks.finite("max_high", max_high, 1.0, 1e6, low_open=True)
     low = 0.5 + 0.5 * torch.sqrt((1 - 4 * eps_low / q).clamp(min=0))
     high = (0.5 + 0.5 * torch.sqrt(1 + 4 * eps_high / q)).clamp(max=max_high)
     return low, high
@@ -91,10 +90,10 @@ def dcpo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low
     Paper: arXiv 2509.02333 (``compute_policy_loss_dcpo``). Not in verl/TRL. HIGH. Metrics add
     ``dcpo/high_mean`` and ``dcpo/low_mean`` (mean bounds over valid tokens). Notebook 03.
     """
-    logp, old_logp, adv, mask = sur._prepare(logp, old_logp, adv, mask)
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     q = torch.where(mask, old_logp.detach(), torch.zeros((), dtype=logp.dtype)).exp()
     low, high = dcpo_clip_bounds(q, eps_low, eps_high, max_high)
-    extra = {"dcpo/low_mean": sur._mean(low, mask), "dcpo/high_mean": sur._mean(high, mask)} if return_metrics else {}
+    extra = {"dcpo/low_mean": _mean(low, mask), "dcpo/high_mean": _mean(high, mask)} if return_metrics else {}
     return _with_bounds(logp, old_logp, adv, mask, low, high, dual_clip, extra, return_metrics)
 
 
@@ -139,15 +138,17 @@ def bapo_clip_bounds(ratio, adv, mask, target: float = 1.0, low_range=(0.6, 0.8)
     move the bounds in a different order; forklab's default follows the paper's intent. Notebook 03.
     """
     _checks.choice("measure", measure, {"gradient", "code"})
-    ratio = _checks.floating("ratio", ratio).detach()
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("ratio", ratio, "mask", mask)
-    adv = _checks.floating("adv", adv).to(ratio.dtype)
-    adv = adv[:, None].expand_as(ratio) if adv.dim() == 1 else adv
-    _checks.same_shape("ratio", ratio, "adv", adv)
-    _checks.positive("target", target)
-    _checks.positive("step_low", step_low)
-    _checks.positive("step_high", step_high)
+    ratio = _checks.masked("ratio", _checks.as_tensor("ratio", ratio).detach(), mask)  # padding ignored
+    if ratio.dim() != 2 or (ratio[mask] < 0).any():
+        raise ValueError(f"`ratio` must be a non-negative [B, T] tensor, got shape {list(ratio.shape)}")
+    adv = _checks.as_tensor("adv", adv)
+    adv = _checks.floating("adv", adv)[:, None].expand_as(ratio) if adv.dim() == 1 else adv
+    adv = _checks.masked("adv", adv, mask).to(ratio.dtype)
+    target = _checks.positive("target", target)
+    step_low, step_high = _checks.positive("step_low", step_low), _checks.positive("step_high", step_high)
+    if dual_clip is not None:
+        dual_clip = _checks.finite("dual_clip", dual_clip, 1.0, low_open=True)
     if not (0 < low_range[0] <= low_range[1] <= 1):
         raise ValueError(f"`low_range` must satisfy 0 < lo ≤ hi ≤ 1, got {low_range}")
     if not (1 <= high_range[0] <= high_range[1]):
@@ -192,8 +193,8 @@ def bapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, target:
     MED (see :func:`bapo_clip_bounds`). Metrics add ``bapo/c_low``, ``bapo/c_high`` and
     ``bapo/positive_share`` (E⁺/E⁻). Notebook 03.
     """
-    logp, old_logp, adv, mask = sur._prepare(logp, old_logp, adv, mask)
-    ratio = sur._log_ratio(logp, old_logp, mask).exp().detach()
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    ratio = _log_ratio(logp, old_logp, mask).exp().detach()
     c_low, c_high, share = bapo_clip_bounds(ratio, adv, mask, target, low_range, high_range, step_low, step_high,
                                             measure, dual_clip)
     extra = {"bapo/c_low": c_low, "bapo/c_high": c_high, "bapo/positive_share": share}
@@ -222,11 +223,13 @@ def etr_clip_bounds(adv, mask, group_std=None, eps_low: float = 0.2, eps_high: f
     Notebook 03.
     """
     mask = _checks.bool_mask("mask", mask)
-    adv = _checks.floating("adv", adv)
-    adv = adv[:, None].expand(mask.shape) if adv.dim() == 1 else adv
-    _checks.same_shape("adv", adv, "mask", mask)
-    _checks.non_negative("lam", lam)
-    if not 0 <= kappa < 2:
+    adv = _checks.as_tensor("adv", adv)
+    adv = _checks.floating("adv", adv)[:, None].expand(mask.shape) if adv.dim() == 1 else adv
+    adv = _checks.masked("adv", adv, mask)  # padding ignored, NaN/inf on the mask raise
+    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
+    lam = _checks.finite("lam", lam, 0.0, 1e6)
+    kappa = _checks.finite("kappa", kappa, 0.0, 2.0)
+    if kappa == 2.0:
         raise ValueError(f"`kappa` must lie in [0, 2), got {kappa}")
     a = adv.abs().detach()
     a_max = a[mask].max() if mask.any() else a.new_zeros(())
@@ -251,8 +254,8 @@ def etr_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, group_st
     Paper: arXiv 2601.03723 (abstract only). Not in verl/TRL. LOW. Metrics add ``etr/eps_high_mean``.
     Notebook 03.
     """
-    logp, old_logp, adv, mask = sur._prepare(logp, old_logp, adv, mask)
+    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     low, high = etr_clip_bounds(adv, mask, group_std, eps_low, eps_high, lam, kappa)
-    extra = {"etr/eps_high_mean": sur._mean(high - 1, mask)} if return_metrics else {}
+    extra = {"etr/eps_high_mean": _mean(high - 1, mask)} if return_metrics else {}
     return _with_bounds(logp, old_logp, adv, mask, low.to(logp.dtype), high.to(logp.dtype), None, extra,
                         return_metrics)

@@ -84,7 +84,8 @@ def _balanced(mask, adv, group, norm_len) -> Tensor:
     if adv is None or group is None:
         raise ValueError("`adv` and `group` are required for mode='balanced'")
     m, lengths, _ = _shape(mask)
-    adv = _checks.floating("adv", adv)
+    adv = _checks.as_tensor("adv", adv)
+    adv = _checks.floating("adv", adv) if adv.dim() == 1 else adv  # [B, T]: checked on the mask only
     seq_adv = _sequence_advantage(adv, mask).double()
     group = _checks.group_ids("group", group, mask.shape[0])
     _, index = torch.unique(group, return_inverse=True)
@@ -108,7 +109,7 @@ def _sequence_advantage(adv: Tensor, mask: Tensor) -> Tensor:
         if adv.shape[0] != mask.shape[0]:
             raise ValueError(f"`adv` must have shape [{mask.shape[0]}] or {list(mask.shape)}, got {list(adv.shape)}")
         return adv
-    _checks.same_shape("mask", mask, "adv", adv)
+    adv = _checks.masked("adv", adv, mask)
     return masked_mean(adv, mask, dim=1)
 
 
@@ -152,7 +153,6 @@ def aggregate(loss: Tensor, mask: Tensor, mode: str = "token-mean", adv: Tensor 
         raise ValueError(f"`loss` must be a floating tensor, got dtype {loss.dtype}")
     mask = _checks.bool_mask("mask", mask)
     _checks.same_shape("mask", mask, "loss", loss)
-    if torch.isnan(loss[mask]).any():
-        raise ValueError("`loss` contains NaN inside `mask`")
+    _checks.masked("loss", loss, mask)
     w = token_weights(mask, mode, adv, group, norm_len).to(loss.dtype)
     return (w * torch.where(mask, loss, torch.zeros((), dtype=loss.dtype))).sum()

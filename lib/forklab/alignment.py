@@ -221,4 +221,4 @@ def rapo_reference(ref_probs, rewards, tau: float) -> Tensor:
     (it equals :func:`tilted_optimum` with β = τ). Shapes ``[..., K] -> [..., K]``. Not in verl/TRL.
     Confidence LOW (abstract only, no official code found). Notebook 08.
     """
-    return tilted_optimum(ref_probs, rewards, tau)
+    return tilted_optimum(ref_probs, rewards, _checks.positive("tau", tau))

@@ -36,27 +36,27 @@ def _log_probs(student_logits, teacher_logits, temperature: float, top_k: int | 
     s = _checks.as_tensor("student_logits", student_logits)
     t = _checks.as_tensor("teacher_logits", teacher_logits)
     for name, x in (("student_logits", s), ("teacher_logits", t)):
-        if not x.is_floating_point():
-            raise ValueError(f"`{name}` must be a floating tensor, got dtype {x.dtype}")
-        if x.dim() < 1 or x.shape[-1] == 0:
-            raise ValueError(f"`{name}` must have a non-empty vocabulary dimension, got {list(x.shape)}")
-        if torch.isnan(x).any():
-            raise ValueError(f"`{name}` contains NaN")
+        _checks.logits(name, x)  # −inf allowed (filtered tokens); NaN, +inf, all −inf rows are not
     _checks.same_shape("student_logits", s, "teacher_logits", t)
     temperature = _checks.positive("temperature", temperature)
     dtype = torch.float64 if torch.float64 in (s.dtype, t.dtype) else torch.float32
     s, t = s.to(dtype) / temperature, t.to(dtype) / temperature
     if top_k is not None:
-        if int(top_k) != top_k or not 1 <= top_k <= s.shape[-1]:
-            raise ValueError(f"`top_k` must be an integer in [1, {s.shape[-1]}] or None, got {top_k!r}")
+        top_k = _checks.integer("top_k", top_k, 1, s.shape[-1])
         idx = _topk_indices(t, int(top_k), dim=-1)
         s, t = s.gather(-1, idx), t.gather(-1, idx)
     return torch.log_softmax(s, -1), torch.log_softmax(t, -1)
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """KL(p ‖ q) = Σ p (log p − log q), with 0·log 0 = 0 (−inf logits allowed in p)."""
+    """KL(p ‖ q) = Σ p (log p − log q), with 0·log 0 = 0 (−inf logits allowed in p).
+
+    Where p > 0 and q = 0 (a −inf logit in q only) the divergence is infinite: ``ValueError``.
+    """
     p = log_p.exp()
+    if ((p > 0) & torch.isinf(log_q)).any():
+        raise ValueError("the KL divergence is infinite: `teacher_logits`/`student_logits` give probability 0 "
+                         "(a -inf logit) to a token the other distribution samples")
     diff = torch.where(p > 0, log_p - log_q, torch.zeros((), dtype=log_p.dtype))
     return (p * diff).sum(-1)
 

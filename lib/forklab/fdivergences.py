@@ -53,8 +53,8 @@ def _slope_at_infinity(name: str, alpha: float) -> float:
 
 def _check(f: str, alpha: float) -> float:
     _checks.choice("f", f, set(F_DIVERGENCES))
-    alpha = float(alpha)
-    if f == "alpha" and not 0 < alpha < 1:
+    alpha = _checks.finite("alpha", alpha)
+    if not 0 < alpha < 1:  # checked for every f: _slope_at_infinity evaluates 1/α for all of them
         raise ValueError(f"`alpha` must lie in (0, 1), got {alpha}")
     return alpha
 

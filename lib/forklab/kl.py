@@ -40,7 +40,8 @@ def _base(x: Tensor, kind: str) -> Tensor:
     return x.abs()
 
 
-def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3", straight_through: bool = False) -> Tensor:
+def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3", straight_through: bool = False,
+                mask: Tensor | None = None) -> Tensor:
     """Per-token KL(π‖π_ref) estimate from sampled-token log-probs.
 
     .. math:: x = \\log\\pi(y) - \\log\\pi_{ref}(y), \\quad
@@ -54,8 +55,14 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3", straight_throu
     ============  ===========================================
     logp          ``[B, T]`` float (any shape), differentiable
     ref_logp      same shape as ``logp``
-    returns       same shape; masking/aggregation is the caller's
+    mask          optional, same shape, bool
+    returns       same shape; aggregation is the caller's
     ============  ===========================================
+
+    Padding (docs/reliability.md): with ``mask`` given, values off it are ignored (NaN and ±inf
+    included) and the result and its gradient are exactly 0 there — without this, a −inf log-prob in
+    the padding makes ``expm1(inf)`` and a NaN gradient even after masked aggregation. Without a
+    mask every value counts: NaN or ±inf raises ``ValueError``.
 
     Names: verl ``kl_penalty(logprob, ref_logprob, name)`` with ``kl``/``k1``, ``mse``/``k2``,
     ``low_var_kl``/``k3``, ``abs``, and a ``+`` suffix for straight-through (broken before verl PR
@@ -64,9 +71,14 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3", straight_throu
     "Approximating KL Divergence"; GRPO (arXiv 2402.03300) uses k3.
     """
     _checks.choice("kind", kind, set(KINDS))
-    logp = _checks.floating("logp", logp)
-    ref_logp = _checks.floating("ref_logp", ref_logp)
-    _checks.same_shape("logp", logp, "ref_logp", ref_logp)
+    if mask is None:
+        logp = _checks.floating("logp", logp)
+        ref_logp = _checks.floating("ref_logp", ref_logp)
+        _checks.same_shape("logp", logp, "ref_logp", ref_logp)
+    else:
+        mask = _checks.bool_mask("mask", mask)
+        logp = _checks.masked("logp", logp, mask)
+        ref_logp = _checks.masked("ref_logp", ref_logp, mask)
     x = logp - ref_logp
     value = _base(x, kind)
     if not straight_through:

@@ -3,8 +3,9 @@
 Introduced in ``notebooks/01_policy_gradients_and_advantages.ipynb`` (and used everywhere after).
 
 Conventions (README.md): ``mask`` is bool ``[B, T]``, True on response tokens; ``logits`` is
-``[..., V]``. Values outside the mask never influence a result, not even when they are NaN or inf
-(padding often holds garbage), while NaN *inside* the mask is an error.
+``[..., V]``. The padding rule of every forklab module (docs/reliability.md): values outside the mask
+never influence a result or a gradient, not even when they are NaN or inf (padding often holds
+garbage), while NaN or ±inf *inside* the mask is a ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ def _masked_inputs(x, mask) -> tuple[Tensor, Tensor]:
         raise ValueError(f"`x` must be a floating tensor, got dtype {x.dtype}")
     mask = _checks.bool_mask("mask", mask)
     _checks.same_shape("x", x, "mask", mask)
-    if torch.isnan(x[mask]).any():
-        raise ValueError("`x` contains NaN inside `mask`")
+    _checks.masked("x", x, mask)
     return x, mask
 
 
@@ -54,6 +54,8 @@ def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     ``dim=None``) an empty mask.
     """
     x, mask = _masked_inputs(x, mask)
+    if dim is not None:
+        dim = _checks.integer("dim", dim, -max(x.dim(), 1), max(x.dim(), 1) - 1)
     if dim is None and not mask.any():
         raise ValueError("`mask` is empty: nothing to sum")
     zeros = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -94,13 +96,7 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
 
 
 def _logit_inputs(logits, temperature: float) -> tuple[Tensor, float]:
-    logits = _checks.as_tensor("logits", logits)
-    if not logits.is_floating_point():
-        raise ValueError(f"`logits` must be a floating tensor, got dtype {logits.dtype}")
-    if logits.dim() < 1 or logits.shape[-1] == 0:
-        raise ValueError(f"`logits` must have a non-empty last (vocabulary) dimension, got {list(logits.shape)}")
-    if torch.isnan(logits).any():
-        raise ValueError("`logits` contains NaN")
+    logits = _checks.logits("logits", logits)
     return logits, _checks.positive("temperature", temperature)
 
 
@@ -145,6 +141,8 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.
         raise ValueError(f"`tokens` must lie in [0, {vocab}), got ids in [{int(tokens.min())}, {int(tokens.max())}]")
     z = logits.to(_compute_dtype(logits.dtype)) / temperature
     chosen = z.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    if torch.isinf(chosen).any():
+        raise ValueError("`tokens` picks a token whose logit is -inf (probability 0: it cannot have been sampled)")
     return chosen - torch.logsumexp(z, dim=-1)
 
 
@@ -174,8 +172,8 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0, chunk_size: in
     ``entropy_from_logits(logits, chunk_size=128)``. Introduced in notebook 01, used from 04 on.
     """
     logits, temperature = _logit_inputs(logits, temperature)
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}")
+    if chunk_size is not None:
+        chunk_size = _checks.integer("chunk_size", chunk_size, 1)
     lead_shape = logits.shape[:-1]
     vocab = logits.shape[-1]
     flat = logits.reshape(-1, vocab)

@@ -3,10 +3,11 @@
 Introduced in ``notebooks/00_tour.ipynb``; every trainer and notebook experiment takes a
 :class:`Recipe`. A recipe turns a :class:`Batch` of scored rollouts into ``(loss, metrics)``:
 
+    batch = _validated(batch)                                 # padding rule; every field checked
     adv   = recipe.advantages(batch)                          # [B], the registered estimator
     keep  = recipe.token_mask(batch)                          # batch.mask ∧ forking-token mask, if any
     adv   = recipe.token_advantages(batch, adv, old, keep)    # HAPO's redistribution [B, T], if any
-    ℓ     = recipe.per_token_loss(batch, adv, old, keep)      # [B, T], the registered surrogate
+    ℓ     = recipe.per_token_loss(batch, adv, old, keep, g)   # [B, T], the registered surrogate
     ℓ     = recipe.weight_tokens(batch, ℓ, adv, old, keep)    # STEER λ / GTPO weights, if any
     L     = recipe.aggregate(ℓ, keep, adv, group)             # the registered aggregation mode
     loss  = recipe.regularise(batch, L, adv, keep)            # L − c_H·agg(H) + β·agg(KL(π‖π_ref))
@@ -19,6 +20,10 @@ Presets by name (:func:`get`): ``grpo``, ``dr_grpo``, ``dapo``, ``gspo``, ``sapo
 ``ba``, ``forking20``, ``clip_cov``, ``kl_cov``, ``hapo``, ``steer``, ``lp_reg``. Each preset's
 docstring lists the paper's defaults; where a preset deliberately differs (e.g. no KL term by
 default) it says so. ``get("dapo", kl_coef=0.01)`` overrides any field.
+
+Padding: :meth:`Recipe.loss` validates the whole :class:`Batch` first, with forklab's one rule
+(docs/reliability.md): values off ``mask`` are ignored (NaN and ±inf included) and get exactly 0
+gradient; NaN or ±inf on it, a wrong shape or dtype raise ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from forklab import advantage_weighting as _advantage_weighting  # noqa: F401 - 
 from forklab import advantages as _advantages  # noqa: F401 - registers the estimators
 from forklab import regularizers as reg
 from forklab import surrogates as sur
+from forklab._batch_checks import checked_fields
 from forklab._registry import Entry, advantage_estimator, aggregation_mode, names, objective
+from forklab._reward_shaping import overlong_penalty
 from forklab.aggregation import aggregate
 from forklab.kl import kl_estimate
 
@@ -88,32 +95,8 @@ class Batch:
             raise ValueError(f"batch field(s) {missing} are required by {why}")
 
 
-def overlong_penalty(lengths: Tensor, max_len: int, buffer: int, factor: float = 1.0) -> Tensor:
-    """DAPO's soft overlong punishment, added to the reward (arXiv 2503.14476, eq. 13; HIGH).
-
-    .. math::
-
-        R_{len}(y) = \\begin{cases} 0 & |y| \\le L_{max} - L_{buf} \\\\
-                     \\frac{(L_{max} - L_{buf}) - |y|}{L_{buf}}\\cdot f & L_{max} - L_{buf} < |y| \\le L_{max} \\\\
-                     -f & |y| > L_{max} \\end{cases}
-
-    i.e. 0 up to L_max − L_buf, a linear ramp to −f at L_max, −f beyond (the paper's third case;
-    verl's ``overlong_buffer`` reward manager never sees |y| > L_max because generation stops
-    there). Paper: L_max = 20480, L_buf = 4096, f = 1. verl: ``reward_model.overlong_buffer.len``
-    and ``.penalty_factor``; not in TRL. ``lengths [B]`` → ``[B]``. :class:`forklab.lm.trainer.RLTrainer`
-    applies it when the recipe sets ``overlong_buffer`` (the ``dapo`` preset).
-    """
-    lengths = _checks.floating("lengths", lengths)
-    if not 0 < buffer <= max_len:
-        raise ValueError(f"`buffer` must lie in (0, max_len], got {buffer}")
-    if factor < 0:
-        raise ValueError(f"`factor` must be >= 0, got {factor}")
-    ramp = -(lengths - (max_len - buffer)) / buffer * factor
-    return torch.clamp(ramp, min=-factor, max=0.0)
-
-
 _ADV_INPUTS = ("rewards", "group")
-_SUR_INPUTS = ("logp", "old_logp", "adv", "mask")
+_SUR_INPUTS = ("logp", "old_logp", "adv", "mask", "generator")  # generator: bound by Recipe.loss, not a setting
 _AGG_INPUTS = ("mask", "adv", "group", "norm_len")
 
 
@@ -166,11 +149,17 @@ class Recipe:
         registry.lookup("aggregation", self.aggregation)
         if self.token_weighting is not None:
             _checks.choice("token_weighting", self.token_weighting, {"steer", "gtpo"})
-        if self.overlong_buffer is not None and not 0 < self.overlong_buffer <= 1:
-            raise ValueError(f"`overlong_buffer` must lie in (0, 1] (a fraction of max_new_tokens), "
-                             f"got {self.overlong_buffer}")
-        if self.overlong_factor < 0:
-            raise ValueError(f"`overlong_factor` must be >= 0, got {self.overlong_factor}")
+        _checks.choice("kl_kind", self.kl_kind, {"k1", "k2", "k3", "abs"})
+        _checks.finite("entropy_coef", self.entropy_coef)
+        _checks.finite("kl_coef", self.kl_coef, 0.0)
+        _checks.finite("hapo_redistribution", self.hapo_redistribution, 0.0)
+        if self.norm_len is not None:
+            _checks.positive("norm_len", self.norm_len)
+        if self.entropy_top_ratio is not None:
+            _checks.finite("entropy_top_ratio", self.entropy_top_ratio, 0.0, 1.0)
+        if self.overlong_buffer is not None:  # a fraction of max_new_tokens
+            _checks.finite("overlong_buffer", self.overlong_buffer, 0.0, 1.0, low_open=True)
+        _checks.finite("overlong_factor", self.overlong_factor, 0.0)
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -195,7 +184,11 @@ class Recipe:
             return batch.adv
         batch.require("rewards", why=f"advantage estimator {self.advantage!r}")
         entry = registry.lookup("advantage", self.advantage)
-        adv, _ = registry.call(entry, {"rewards": batch.rewards, "group": batch.group}, batch, self.advantage_kwargs)
+        inputs = {"rewards": batch.rewards, "group": batch.group}
+        try:
+            adv, _ = registry.call(entry, inputs, batch, self.advantage_kwargs)
+        except ValueError as err:  # the estimator names its own argument (e.g. `lengths` = mask.sum(1))
+            raise ValueError(f"`batch` (advantage estimator {self.advantage!r}): {err}") from err
         return adv
 
     def token_mask(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -215,11 +208,17 @@ class Recipe:
         return sur.hapo_redistribute(batch.logp, old_logp, adv, keep, batch.entropy.detach(),
                                      beta=self.hapo_redistribution, **_clip_eps(self.surrogate_kwargs))
 
-    def per_token_loss(self, batch: Batch, adv: Tensor, old_logp: Tensor, keep: Tensor) -> tuple[Tensor, dict]:
-        """Stage 3: the registered surrogate's per-token loss ``[B, T]`` (0 off ``keep``) and its metrics."""
+    def per_token_loss(self, batch: Batch, adv: Tensor, old_logp: Tensor, keep: Tensor,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """Stage 3: the registered surrogate's per-token loss ``[B, T]`` (0 off ``keep``) and its metrics.
+
+        ``generator`` goes to a surrogate that draws at random (one with a ``generator`` parameter, e.g.
+        ``clip_cov``), never torch's global RNG; ``None`` gives a fresh generator seeded 0.
+        """
         entry = registry.lookup("surrogate", self.surrogate)
         batch.require(*entry.needs, why=f"surrogate {self.surrogate!r}")
-        inputs = {"logp": batch.logp, "old_logp": old_logp, "adv": adv, "mask": keep}
+        generator = torch.Generator().manual_seed(0) if generator is None else generator
+        inputs = {"logp": batch.logp, "old_logp": old_logp, "adv": adv, "mask": keep, "generator": generator}
         return registry.call(entry, inputs, batch, self.surrogate_kwargs)
 
     def weight_tokens(self, batch: Batch, per_token: Tensor, adv: Tensor, old_logp: Tensor,
@@ -249,18 +248,28 @@ class Recipe:
                                               group=batch.group, norm_len=self.norm_len)
         if self.kl_coef:
             batch.require("ref_logp", why="the KL term (kl_coef > 0)")
-            kl = self.aggregate(kl_estimate(batch.logp, batch.ref_logp, self.kl_kind), keep, adv, batch.group)
+            kl = self.aggregate(kl_estimate(batch.logp, batch.ref_logp, self.kl_kind, mask=keep), keep, adv,
+                                batch.group)
             total = total + self.kl_coef * kl
             metrics["kl"] = float(kl.detach())
         return total, metrics
 
-    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        """Scalar loss to minimise and the metrics trainers log (TRL names where they exist): the stages in order."""
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Scalar loss to minimise and the metrics trainers log (TRL names where they exist): the stages in order.
+
+        The batch is validated first (:func:`_validated`). ``generator`` drives the random choices of
+        ``clip_cov`` (never torch's global RNG); ``None`` uses a fresh generator seeded 0, so one batch
+        always gives one loss.
+        """
+        batch = _validated(batch)
+        if self.aggregation == "seq-mean-token-sum-norm" and self.norm_len is None:
+            raise ValueError("`norm_len` is required for seq-mean-token-sum-norm (Dr. GRPO divides by a constant, "
+                             "the generation budget); RLTrainer sets it to config.max_new_tokens")
         old = batch.logp.detach() if batch.old_logp is None else batch.old_logp
         adv = self.advantages(batch)
         keep, metrics = self.token_mask(batch)
         adv = self.token_advantages(batch, adv, old, keep)
-        per_token, surrogate_metrics = self.per_token_loss(batch, adv, old, keep)
+        per_token, surrogate_metrics = self.per_token_loss(batch, adv, old, keep, generator)
         per_token, weight_metrics = self.weight_tokens(batch, per_token, adv, old, keep)
         policy_loss = self.aggregate(per_token, keep, adv, batch.group)
         metrics |= surrogate_metrics | weight_metrics
@@ -272,6 +281,13 @@ class Recipe:
         a = adv if adv.dim() == 1 else adv[batch.mask]
         metrics["advantages/mean_abs"] = float(a.detach().abs().mean())
         return total, metrics
+
+
+def _validated(batch: Batch) -> Batch:
+    """The batch with every field checked (names in the errors) and off-mask values replaced by 0."""
+    if not isinstance(batch, Batch):
+        raise ValueError(f"`batch` must be a forklab.recipes.Batch, got {type(batch).__name__}")
+    return dataclasses.replace(batch, **checked_fields(batch))
 
 
 def _clip_eps(kwargs: dict) -> dict:
@@ -289,7 +305,13 @@ def grpo() -> Recipe:
 
 def dr_grpo() -> Recipe:
     """Dr. GRPO (arXiv 2503.20783): no std in the advantage, ÷ (B · max length) aggregation
-    (seq-mean-token-sum-norm; pass ``norm_len`` = the generation budget), clip 0.2, no KL."""
+    (seq-mean-token-sum-norm), clip 0.2, no KL.
+
+    The divisor is a constant, the generation budget (the paper's MAX_TOKENS, TRL's
+    ``max_completion_length``), never the padded width of a batch, which would make the loss depend
+    on padding. ``norm_len=None`` here means exactly that budget: :class:`~forklab.lm.trainer.RLTrainer`
+    sets it to ``config.max_new_tokens``; a direct :meth:`Recipe.loss` call needs
+    ``get("dr_grpo", norm_len=budget)`` (it refuses ``None``)."""
     return Recipe("dr_grpo", "dr_grpo", {}, "ppo_clip", {"eps_low": 0.2}, "seq-mean-token-sum-norm")
 
 

@@ -5,6 +5,9 @@ Introduced in ``notebooks/05_entropy_interventions.ipynb`` and ``06_forking_toke
 Each function is pure: masks and weights are ``[B, T]`` tensors (0/False off ``mask``), losses are
 per-token ``[B, T]`` like :mod:`forklab.surrogates`, reduced later with
 :func:`forklab.aggregation.aggregate`. Randomised selections take an explicit ``generator``.
+Padding follows forklab's one rule (docs/reliability.md): values off ``mask`` are ignored (NaN
+and ±inf included), NaN or ±inf on it raises ``ValueError``; ratios and counts (``clip_ratio``,
+``kl_ratio``, ``neg_ratio``, ``top_ratio``) must lie in [0, 1].
 """
 
 from __future__ import annotations
@@ -36,10 +39,9 @@ __all__ = [
 
 
 def _entropy_and_mask(entropy, mask) -> tuple[Tensor, Tensor]:
-    entropy = _checks.floating("entropy", entropy)
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", entropy, "mask", mask)
-    return entropy, mask
+    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "mask", mask)
+    return _checks.masked("entropy", entropy, mask), mask
 
 
 def entropy_top_mask(entropy: Tensor, mask: Tensor, top_ratio: float = 0.2, method: str = "quantile") -> Tensor:
@@ -63,9 +65,7 @@ def entropy_top_mask(entropy: Tensor, mask: Tensor, top_ratio: float = 0.2, meth
     """
     entropy, mask = _entropy_and_mask(entropy, mask)
     _checks.choice("method", method, {"quantile", "count"})
-    rho = float(top_ratio)
-    if not 0.0 <= rho <= 1.0:
-        raise ValueError(f"`top_ratio` must lie in [0, 1], got {top_ratio}")
+    rho = _checks.finite("top_ratio", top_ratio, 0.0, 1.0)
     if not mask.any():
         return torch.zeros_like(mask)
     valid = entropy[mask].double()
@@ -87,7 +87,7 @@ def entropy_bonus(entropy: Tensor, mask: Tensor, coef: float = 0.01, mode: str =
     :func:`forklab.aggregation.aggregate`. Returns a scalar.
     """
     entropy, mask = _entropy_and_mask(entropy, mask)
-    return -float(coef) * aggregate(entropy, mask, mode, **aggregate_kwargs)
+    return -_checks.finite("coef", coef) * aggregate(entropy, mask, mode, **aggregate_kwargs)
 
 
 def token_covariance(logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
@@ -119,7 +119,12 @@ def clip_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low:
     Metrics add ``clip_cov/frac`` (share of tokens zeroed).
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    eps_high = eps_low if eps_high is None else eps_high
+    eps_low = _checks.finite("eps_low", eps_low, 0.0, 1.0)
+    eps_high = eps_low if eps_high is None else _checks.finite("eps_high", eps_high, 0.0, 1e6)
+    clip_ratio = _checks.finite("clip_ratio", clip_ratio, 0.0, 1.0)
+    cov_lb, cov_ub = _checks.finite("cov_lb", cov_lb), _checks.finite("cov_ub", cov_ub)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     loss, metrics = ppo_clip(logp, old_logp, adv, mask, eps_low, eps_high, return_metrics=True)
     ratio = _log_ratio(logp, old_logp, mask).exp().detach()
     ppo_clipped = ((adv > 0) & (ratio > 1 + eps_high)) | ((adv < 0) & (ratio < 1 - eps_low))
@@ -149,6 +154,8 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, kl_ratio: 
     2e-4). No clip on any token, as in the code. Metrics add ``kl_cov/frac`` and ``ppo_kl`` (mean |δ|).
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    kl_ratio = _checks.finite("kl_ratio", kl_ratio, 0.0, 1.0)
+    kl_coef = _checks.finite("kl_coef", kl_coef, 0.0)
     delta = _log_ratio(logp, old_logp, mask)
     ratio = delta.exp()
     cov = token_covariance(logp, adv, mask)
@@ -177,16 +184,21 @@ def minp_proxy_logprobs(logits: Tensor, tokens: Tensor, kappa: float = 0.02, tem
     −1e4 (never −inf). ``logits [B, T, V]`` (the old policy's, per the released runs), ``tokens [B, T]``
     → ``[B, T]``. Lp-Reg (arXiv 2510.03222): κ = ``minp_p_threshold`` = 0.02.
     """
-    logits = _checks.floating("logits", logits)
+    logits = _checks.logits("logits", logits)
     if logits.dim() != 3:
         raise ValueError(f"`logits` must have shape [B, T, V], got {list(logits.shape)}")
+    kappa = _checks.finite("kappa", kappa, 0.0, 1.0)
     z = logits.double() / _checks.positive("temperature", temperature)
     p = torch.softmax(z, -1)
-    keep = p >= float(kappa) * p.amax(-1, keepdim=True)
+    keep = p >= kappa * p.amax(-1, keepdim=True)
     filtered = torch.where(keep, z, torch.full_like(z, -1e4))
     tokens = _checks.as_tensor("tokens", tokens)
     if tokens.shape != logits.shape[:-1]:
         raise ValueError(f"`tokens` must have shape {list(logits.shape[:-1])}, got {list(tokens.shape)}")
+    if tokens.is_floating_point() or tokens.dtype == torch.bool or tokens.is_complex():
+        raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= logits.shape[-1]):
+        raise ValueError(f"`tokens` must lie in [0, {logits.shape[-1]})")
     return torch.log_softmax(filtered, -1).gather(-1, tokens.long()[..., None])[..., 0].to(logits.dtype)
 
 
@@ -206,11 +218,12 @@ def lp_reg(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, proxy_logp
     ``proxy_logp`` ``[B, T]``. Metrics add ``lp_reg/frac``.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    proxy_logp = _checks.floating("proxy_logp", proxy_logp).to(logp.dtype)
-    _checks.same_shape("logp", logp, "proxy_logp", proxy_logp)
+    proxy_logp = _checks.masked("proxy_logp", proxy_logp, mask).to(logp.dtype)
+    neg_ratio = _checks.finite("neg_ratio", neg_ratio, 0.0, 1.0)
+    beta = _checks.finite("beta", beta, 0.0)
     base = ppo_clip(logp, old_logp, adv, mask, eps_low, eps_high)
     negative = mask & (adv < 0)
-    selected = torch.zeros_like(mask)
+    selected = torch.zeros(mask.shape, dtype=torch.bool, device=mask.device)  # contiguous, whatever mask is
     n_neg = int(negative.sum())
     if n_neg:
         k = max(math.ceil(neg_ratio * n_neg), 1)
@@ -243,13 +256,16 @@ def steer_weights(adv: Tensor, logp: Tensor, old_logp: Tensor, entropy: Tensor, 
     """
     _checks.choice("variant", variant, {"exp", "linear"})
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    entropy = _checks.floating("entropy", entropy).to(logp.dtype)
-    _checks.same_shape("logp", logp, "entropy", entropy)
-    if not 0 < lambda_min < 1:
+    entropy = _checks.masked("entropy", entropy, mask).to(logp.dtype)
+    lambda_min = _checks.finite("lambda_min", lambda_min, 0.0, 1.0, low_open=True)
+    if lambda_min == 1.0:
         raise ValueError(f"`lambda_min` must lie in (0, 1), got {lambda_min}")
-    lp = logp.detach()
+    lp = logp.detach().double()
     p = lp.exp()
-    omega = _masked(adv / old_logp.exp() * p * (1 - p) * (lp + entropy.detach()), mask).abs()
+    # A/π_old · π_θ as A·e^(log π_θ − log π_old) in float64: 1/π_old alone overflows fp32 below log π_old ≈ −88
+    # (and adv/exp(old_logp) gave inf·0 = NaN); exp stays finite up to δ ≈ 709
+    weight = (lp - old_logp.detach().double()).clamp(max=700.0).exp()
+    omega = _masked(adv.double() * weight * (1 - p) * (lp + entropy.detach().double()), mask).abs()
     peak = omega.max()
     if variant == "exp":
         k = -math.log(lambda_min) / max(float(peak), 0.02)
@@ -257,7 +273,7 @@ def steer_weights(adv: Tensor, logp: Tensor, old_logp: Tensor, entropy: Tensor, 
     else:
         scale = omega / peak if peak > 0 else torch.zeros_like(omega)
         lam = (2 - lambda_min) - 2 * (1 - lambda_min) * scale
-    return _masked(lam, mask)
+    return _masked(lam.to(logp.dtype), mask)
 
 
 def _leading_run(conflict: Tensor, valid: Tensor) -> Tensor:
@@ -281,11 +297,15 @@ def gtpo_conflict_weights(tokens: Tensor, mask: Tensor, adv: Tensor, group: Tens
     normalisation is left to the caller.)
     """
     mask = _checks.bool_mask("mask", mask)
-    tokens = _checks.as_tensor("tokens", tokens).long()
+    tokens = _checks.as_tensor("tokens", tokens)
     _checks.same_shape("mask", mask, "tokens", tokens)
+    w_raw = _checks.finite("w_raw", w_raw, 0.0)
     adv = _checks.floating("adv", adv)
     if adv.shape != (mask.shape[0],):
         raise ValueError(f"`adv` must have shape [{mask.shape[0]}] (one per response), got {list(adv.shape)}")
+    if tokens.is_floating_point() or tokens.is_complex():
+        raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
+    tokens = tokens.long()
     group = _checks.group_ids("group", group, mask.shape[0])
 
     def one_direction(tok: Tensor, valid: Tensor) -> Tensor:
@@ -320,4 +340,5 @@ def gtpo_entropy_filter(adv: Tensor, seq_entropy: Tensor, threshold: float = 0.7
     adv = _checks.floating("adv", adv)
     seq_entropy = _checks.floating("seq_entropy", seq_entropy).to(adv.dtype)
     _checks.same_shape("adv", adv, "seq_entropy", seq_entropy)
+    threshold, scale = _checks.finite("threshold", threshold), _checks.finite("scale", scale)
     return torch.where(seq_entropy > threshold, torch.zeros_like(adv), adv - scale * seq_entropy)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -33,8 +34,16 @@ class RunLog:
             raise ValueError(f"`path` {self.path} exists; pass resume=True to continue it or choose a new name")
 
     def append(self, step: int, metrics: dict) -> None:
+        """Add the row of ``step``: an integer above the last logged step; ``metrics`` finite numbers."""
+        if isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step) \
+                or step != int(step):
+            raise ValueError(f"`step` must be an integer, got {step!r}")
+        if self.rows and not int(step) > self.rows[-1]["step"]:
+            raise ValueError(f"`step` must increase: {step} after {self.rows[-1]['step']} (duplicate or decreasing)")
         row = {"step": int(step)}
         for key, value in metrics.items():
+            if key == "step":
+                raise ValueError("`metrics` has a key named `step`, which would overwrite the step column")
             value = float(value)
             if math.isnan(value) or math.isinf(value):
                 raise ValueError(f"metric `{key}` is {value} at step {step}")

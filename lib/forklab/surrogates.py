@@ -20,7 +20,12 @@ mask          ``[B, T]`` bool, True on response tokens
 ============  =======================================================================
 
 Ratios: δ = logp − old_logp is clamped to [−20, 20] before exponentiation (as verl does) so that a
-padded or far-off-policy token cannot overflow; r = e^δ.
+far-off-policy token cannot overflow; r = e^δ.
+
+Padding (the rule of every forklab module, docs/reliability.md): values off ``mask`` are ignored,
+NaN and ±inf included — they are replaced by 0 before any arithmetic, so they reach neither the
+loss nor the gradient; NaN or ±inf on ``mask`` raises ``ValueError`` naming the argument. Clip
+widths must be finite and ≥ 0 (``eps_low`` ≤ 1 where the clip is 1 − ε_low on a ratio).
 """
 
 from __future__ import annotations
@@ -29,8 +34,18 @@ import torch
 from torch import Tensor
 
 from forklab import _checks
-from forklab._hapo_entropy import hapo_entropy_stats, hapo_normalized_entropy
-from forklab._objective_inputs import _LOG_RATIO_CLAMP, _log_ratio, _masked, _mean, _prepare, _share
+from forklab._hapo_entropy import hapo_entropy_stats, hapo_normalized_entropy, hapo_redistribute
+from forklab._objective_inputs import (
+    _LOG_RATIO_CLAMP,
+    _eps,
+    _eps_tensor,
+    _log_ratio,
+    _masked,
+    _mean,
+    _prepare,
+    _share,
+    ratio_metrics,
+)
 from forklab._registry import objective
 from forklab.ops import masked_mean
 
@@ -51,27 +66,6 @@ __all__ = [
     "minpro",
     "ratio_metrics",
 ]
-
-def ratio_metrics(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low=0.2, eps_high=0.2) -> dict[str, float]:
-    """What TRL/verl log about a clipped ratio, over the valid tokens.
-
-    ``clip_ratio/low_mean``: share with r < 1 − ε_low and A < 0 (the lower clip binds);
-    ``clip_ratio/high_mean``: share with r > 1 + ε_high and A > 0 (the upper clip binds);
-    ``clip_ratio/region_mean``: their union (TRL's names; verl calls the union ``pg_clipfrac``);
-    ``ratio/mean``: mean r. ``ratio``, ``adv``, ``mask`` are ``[B, T]``; ``eps_*`` floats or ``[B, T]``.
-    """
-    r = ratio.detach()
-    if adv.dim() == 1:
-        adv = adv[:, None].expand_as(r)
-    low = (r < 1 - eps_low) & (adv < 0) & mask
-    high = (r > 1 + eps_high) & (adv > 0) & mask
-    return {
-        "ratio/mean": _mean(r, mask),
-        "clip_ratio/low_mean": _share(low, mask),
-        "clip_ratio/high_mean": _share(high, mask),
-        "clip_ratio/region_mean": _share(low | high, mask),
-    }
-
 
 def _out(loss, mask, metrics, return_metrics):
     loss = _masked(loss, mask)
@@ -115,7 +109,8 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
     of tokens where the dual clip binds) and ``ppo_kl`` (mean −δ).
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    eps_high = eps_low if eps_high is None else eps_high
+    eps_low = _eps_tensor("eps_low", eps_low, logp, 1.0)
+    eps_high = eps_low if eps_high is None else _eps_tensor("eps_high", eps_high, logp, 1e6)
     delta = _log_ratio(logp, old_logp, mask)
     ratio = delta.exp()
     # bounds on the ratio's device: clamp takes no CPU tensor bounds for a CUDA input
@@ -124,9 +119,7 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low=
     loss = torch.maximum(-adv * ratio, -adv * clipped)
     metrics = ratio_metrics(ratio, adv, mask, eps_low, eps_high) if return_metrics else {}
     if dual_clip is not None:
-        c = float(dual_clip)
-        if not c > 1:
-            raise ValueError(f"`dual_clip` must be > 1, got {dual_clip}")
+        c = _checks.finite("dual_clip", dual_clip, 1.0, low_open=True)
         capped = torch.minimum(loss, -adv * c)
         if return_metrics:
             metrics["pg_clipfrac_lower"] = _share((adv < 0) & (loss > -adv * c) & mask, mask)
@@ -160,6 +153,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     too); TRL: ``importance_sampling_level="sequence"``.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
     delta = _log_ratio(logp, old_logp, mask)
     seq = _sequence_log_ratio(delta, mask)
     log_s = (logp - logp.detach() + seq.detach()).clamp(max=10.0)
@@ -220,7 +214,8 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: fl
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
     ratio = _log_ratio(logp, old_logp, mask).exp().detach()
     if convention == "verl":
-        eps_high = eps_low if eps_high is None else eps_high
+        eps_low = _eps("eps_low", eps_low, 1.0)
+        eps_high = eps_low if eps_high is None else _eps("eps_high", eps_high)
         weight = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
         cap = 1 + eps_high
     else:
@@ -256,6 +251,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: flo
     = 0.4`` with ``loss_mode=geo_mean``). HIGH: paper, official code and verl agree. Notebook 03.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
+    eps_low, eps_high = _eps("eps_low", eps_low, _LOG_RATIO_CLAMP), _eps("eps_high", eps_high, _LOG_RATIO_CLAMP)
     delta = _log_ratio(logp, old_logp, mask)
     seq_adv = masked_mean(adv, mask, dim=1)
     sign = torch.sign(seq_adv)[:, None]
@@ -276,9 +272,9 @@ def dhpo_entropy_weight(entropy: Tensor, mask: Tensor) -> Tensor:
     LOW confidence reconstruction (docs/formulas.md, Notebook 03): high-entropy (forking) tokens lean on their own
     token ratio, low-entropy tokens on the sequence ratio. ``entropy``, ``mask``: ``[B, T]``.
     """
-    entropy = _checks.floating("entropy", entropy)
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", entropy, "mask", mask)
+    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "mask", mask)
+    entropy = _checks.masked("entropy", entropy, mask)
     valid = entropy[mask]
     if valid.numel() == 0:
         raise ValueError("`mask` is empty")
@@ -307,7 +303,10 @@ def dhpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, weight=0.5, 
     sequence ratios. Not in verl/TRL.
     """
     logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    w = torch.as_tensor(weight, dtype=logp.dtype)
+    eps_token, eps_seq = _eps("eps_token", eps_token, 1.0), _eps("eps_seq", eps_seq, 1.0)
+    w = _checks.masked("weight", weight, mask) if isinstance(weight, Tensor) and weight.dim() else \
+        torch.as_tensor(_checks.finite("weight", weight), dtype=logp.dtype)
+    w = w.to(logp.dtype)
     if ((w < 0) | (w > 1)).any():
         raise ValueError("`weight` must lie in [0, 1]")
     delta = _log_ratio(logp, old_logp, mask)
@@ -337,9 +336,12 @@ def hapo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy
     dual-clip (HAPO's loss is "the usual dual-clip PPO"; c = 3.0 as verl). HIGH as implemented in
     the HAPO repository (docs/formulas.md, Notebook 03). ``entropy``: ``[B, T]`` of the rollout policy.
     """
+    eps_low, eps_high = _eps("eps_low", eps_low, 1.0), _eps("eps_high", eps_high)
+    alpha = _checks.finite("alpha", alpha, 0.0, 1e6)
     h_hat = hapo_normalized_entropy(entropy, mask, pivot)
     e_low = torch.where(h_hat <= 0, eps_low * (1 - alpha * h_hat), torch.full_like(h_hat, eps_low))
     e_high = torch.where(h_hat > 0, eps_high * (1 + alpha * h_hat), torch.full_like(h_hat, eps_high))
+    e_low = e_low.clamp(max=1.0)  # a ratio cannot fall below 0, so 1 − ε_low stops at 0
     return ppo_clip(logp, old_logp, adv, mask, e_low.to(torch.as_tensor(logp).dtype),
                     e_high.to(torch.as_tensor(logp).dtype), dual_clip=dual_clip, return_metrics=return_metrics)
 
@@ -351,11 +353,9 @@ def prefix_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
     importance weight for the state reached at step t, which token-level PPO ignores. Used by the
     prefix-ratio (MinPRO) objective; ``[B, T] -> [B, T]``, 0 off the mask. Differentiable.
     """
-    logp = _checks.floating("logp", logp)
     mask = _checks.bool_mask("mask", mask)
-    old_logp = _checks.floating("old_logp", old_logp).to(logp.dtype)
-    _checks.same_shape("logp", logp, "mask", mask)
-    _checks.same_shape("logp", logp, "old_logp", old_logp)
+    logp = _checks.masked("logp", logp, mask)
+    old_logp = _checks.masked("old_logp", old_logp, mask).to(logp.dtype)
     delta = torch.where(mask, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype))
     return _masked(delta.cumsum(1), mask)
 
@@ -391,24 +391,3 @@ def minpro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: f
     if return_metrics:
         metrics["minpro/weight_mean"] = _mean(weight, mask)
     return _out(weight * loss, mask, metrics, return_metrics)
-
-
-def hapo_redistribute(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, entropy: Tensor, beta: float = 1.0,
-                      eps_low: float = 0.2, eps_high: float = 0.2, pivot: float = 0.8) -> Tensor:
-    """HAPO's Differential Advantage Redistribution (arXiv 2509.16591; HIGH as implemented).
-
-    Formula reference: docs/formulas.md, Notebook 03.
-
-    .. math:: A'_t = A_t (1 + \\beta \\hat h_t), \\qquad N = (1 - \\epsilon_{low}/2,\\; 1 + \\epsilon_{high}/2)
-
-    High-entropy tokens (ĥ > 0) use A' when the ratio is *outside* the neutral band N, else A;
-    low-entropy tokens (ĥ ≤ 0) use A' when the ratio is *inside* N, else A. ĥ from
-    :func:`hapo_normalized_entropy`. Returns the per-token advantage ``[B, T]`` (detached, 0 off mask).
-    """
-    logp, old_logp, adv, mask = _prepare(logp, old_logp, adv, mask)
-    h_hat = hapo_normalized_entropy(entropy, mask, pivot).to(logp.dtype)
-    ratio = _log_ratio(logp, old_logp, mask).exp().detach()
-    inside = (ratio > 1 - eps_low / 2) & (ratio < 1 + eps_high / 2)
-    use_new = torch.where(h_hat > 0, ~inside, inside)
-    a = adv.detach()
-    return _masked(torch.where(use_new, a * (1 + beta * h_hat), a), mask)

@@ -30,6 +30,10 @@ function                           what it gives
 
 Computed and returned in float64: an entropy change is a small difference of two O(1) numbers, and
 fp32 would lose the digits that the first-order-vs-exact comparisons are about.
+
+Inputs (forklab's one rule, docs/reliability.md): logits may hold −inf (a filtered token) but not
+NaN, +inf or an all −inf row; every other input is finite (NaN/±inf raise ``ValueError``), except
+off ``mask`` in :func:`steer_omega`, where any value is ignored.
 """
 
 from __future__ import annotations
@@ -63,10 +67,7 @@ __all__ = [
 
 
 def _logits(name: str, x) -> Tensor:
-    x = _checks.floating(name, x)
-    if x.dim() < 1 or x.shape[-1] == 0:
-        raise ValueError(f"`{name}` must have a non-empty last (vocabulary) dimension, got {list(x.shape)}")
-    return x.double()
+    return _checks.logits(name, x).double()
 
 
 def _like_logits(name: str, x, logits: Tensor) -> Tensor:
@@ -319,24 +320,22 @@ def steer_omega(adv: Tensor, logp: Tensor, old_logp: Tensor, entropy: Tensor, ma
     ``compute_token_weights`` (loss_mode ``entropy_control``), docs/formulas.md (HIGH). Notebook
     04_entropy_mechanism.
     """
-    logp = _checks.floating("logp", logp).double()
+    logp = _checks.as_tensor("logp", logp)
     if logp.dim() != 2:
         raise ValueError(f"`logp` must have shape [B, T], got {list(logp.shape)}")
-    old_logp = _checks.floating("old_logp", old_logp).double()
-    _checks.same_shape("logp", logp, "old_logp", old_logp)
-    entropy = _checks.floating("entropy", entropy).double()
-    _checks.same_shape("logp", logp, "entropy", entropy)
-    adv = _checks.floating("adv", adv).double()
+    mask = torch.ones(logp.shape, dtype=torch.bool) if mask is None else _checks.bool_mask("mask", mask)
+    logp = _checks.masked("logp", logp, mask).double()
+    old_logp = _checks.masked("old_logp", old_logp, mask).double()
+    entropy = _checks.masked("entropy", entropy, mask).double()
+    adv = _checks.as_tensor("adv", adv)
     if adv.dim() == 1 and adv.shape[0] == logp.shape[0]:
         adv = adv[:, None].expand_as(logp)
     elif adv.shape != logp.shape:
         raise ValueError(f"`adv` must have shape [{logp.shape[0]}] or {list(logp.shape)}, got {list(adv.shape)}")
+    adv = _checks.masked("adv", adv, mask).double()
     p = logp.exp()
-    omega = adv / old_logp.exp() * p * (1 - p) * (logp + entropy)
-    if mask is None:
-        return omega
-    mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("logp", logp, "mask", mask)
+    # A/π_old · π as A·e^(log π − log π_old): 1/π_old alone overflows below log π_old ≈ −709 (−88 in fp32)
+    omega = adv * (logp - old_logp).clamp(max=700.0).exp() * (1 - p) * (logp + entropy)
     return torch.where(mask, omega, torch.zeros((), dtype=omega.dtype))
 
 

@@ -9,6 +9,8 @@ more than half of all tokens have H < 0.07 and the 80th percentile is 0.672: the
 it are *forking tokens* ("wait", "however", "thus") where the reasoning branches.
 
 Conventions: ``entropy [B, T]`` float, ``mask [B, T]`` bool; statistics are over valid tokens.
+Padding (forklab's one rule, docs/reliability.md): entropies off the mask are ignored, NaN and ±inf
+included; NaN or ±inf on the mask raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,8 @@ PAPER_LOW = 0.07
 
 
 def _inputs(entropy, mask) -> tuple[Tensor, Tensor]:
-    entropy = _checks.floating("entropy", entropy)
     mask = _checks.bool_mask("mask", mask)
-    _checks.same_shape("entropy", entropy, "mask", mask)
+    entropy = _checks.masked("entropy", entropy, mask)
     if not mask.any():
         raise ValueError("`mask` is empty: no token entropies to summarise")
     return entropy.double(), mask
@@ -58,6 +59,10 @@ def entropy_stats(entropy: Tensor, mask: Tensor, threshold: float = PAPER_P80, l
     (H < ``low``, default 0.07). ``entropy``, ``mask``: ``[B, T]``.
     """
     entropy, mask = _inputs(entropy, mask)
+    threshold, low = _checks.finite("threshold", threshold), _checks.finite("low", low)
+    if isinstance(percentiles, str) or not hasattr(percentiles, "__iter__"):
+        raise ValueError(f"`percentiles` must be a sequence of numbers in [0, 100], got {percentiles!r}")
+    percentiles = [_checks.finite("percentiles", p, 0.0, 100.0) for p in percentiles]
     valid = entropy[mask]
     stats = {"tokens": float(valid.numel()), "mean": float(valid.mean())}
     qs = torch.tensor([p / 100 for p in percentiles], dtype=torch.float64)
@@ -98,6 +103,9 @@ def forking_tokens(entropy: Tensor, mask: Tensor, tokens: Tensor, decode: Callab
     """
     entropy, mask = _inputs(entropy, mask)
     tokens = _checks.as_tensor("tokens", tokens)
+    top = _checks.integer("top", top, 0)
+    if tokens.is_floating_point() or tokens.is_complex():
+        raise ValueError(f"`tokens` must be integer ids, got dtype {tokens.dtype}")
     if tokens.shape != mask.shape:
         raise ValueError(f"`tokens` must have shape {list(mask.shape)}, got {list(tokens.shape)}")
     forks = entropy_top_mask(entropy, mask, top_ratio)
@@ -126,8 +134,7 @@ def window_entropy(entropy: Tensor, mask: Tensor, window: int = 8, direction: st
     """
     entropy, mask = _inputs(entropy, mask)
     _checks.choice("direction", direction, {"forward", "trailing"})
-    if int(window) < 1:
-        raise ValueError(f"`window` must be >= 1, got {window}")
+    window = _checks.integer("window", window, 1)
     h = torch.where(mask, entropy, torch.zeros((), dtype=entropy.dtype))
     csum = torch.nn.functional.pad(h.cumsum(1), (1, 0))
     ccount = torch.nn.functional.pad(mask.double().cumsum(1), (1, 0))

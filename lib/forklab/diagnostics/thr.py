@@ -54,8 +54,22 @@ __all__ = [
 ]
 
 
+def _on_mask(name: str, x: Tensor, mask: Tensor) -> Tensor:
+    """``[B, T, ...]`` with off-mask rows replaced by 0 (padding is ignored, whatever it holds)."""
+    return torch.where(mask.reshape(mask.shape + (1,) * (x.dim() - 2)), x, torch.zeros((), dtype=x.dtype))
+
+
+def _correct(correct, n: int) -> Tensor:
+    correct = _checks.bool_mask("correct", correct)
+    if correct.shape != (n,):
+        raise ValueError(f"`correct` must have shape [{n}], got {list(correct.shape)}")
+    return correct
+
+
 def _validate(hidden, logits, tokens, mask, group, correct):
-    hidden = _checks.floating("hidden", hidden)
+    hidden = _checks.as_tensor("hidden", hidden)
+    if not hidden.is_floating_point():
+        raise ValueError(f"`hidden` must be a floating tensor, got dtype {hidden.dtype}")
     logits = _checks.as_tensor("logits", logits)
     if not logits.is_floating_point():
         raise ValueError(f"`logits` must be a floating tensor, got dtype {logits.dtype}")
@@ -66,13 +80,19 @@ def _validate(hidden, logits, tokens, mask, group, correct):
         raise ValueError(f"`logits` must have shape [B, T, V] with B, T of `hidden`, got {list(logits.shape)}")
     if mask.shape != hidden.shape[:2]:
         raise ValueError(f"`mask` must have shape {list(hidden.shape[:2])}, got {list(mask.shape)}")
+    if logits.shape[-1] == 0:
+        raise ValueError("`logits` has an empty vocabulary dimension")
+    _checks.floating("hidden", hidden[mask])  # NaN/inf on the mask is an error, off it ignored
+    _checks.logits("logits", logits[mask])
+    hidden, logits = _on_mask("hidden", hidden, mask), _on_mask("logits", logits, mask)
     tokens = _checks.as_tensor("tokens", tokens)
-    if tokens.shape != mask.shape or tokens.is_floating_point():
+    if tokens.shape != mask.shape or tokens.is_floating_point() or tokens.is_complex():
         raise ValueError(f"`tokens` must be an integer tensor of shape {list(mask.shape)}")
+    if tokens[mask].numel() and (tokens[mask].min() < 0 or tokens[mask].max() >= logits.shape[-1]):
+        raise ValueError(f"`tokens` must lie in [0, {logits.shape[-1]}) on the mask")
+    tokens = torch.where(mask, tokens, torch.zeros((), dtype=tokens.dtype))
     group = _checks.group_ids("group", group, mask.shape[0])
-    correct = _checks.as_tensor("correct", correct)
-    if correct.shape != (mask.shape[0],):
-        raise ValueError(f"`correct` must have shape [{mask.shape[0]}], got {list(correct.shape)}")
+    correct = _correct(correct, mask.shape[0])
     # log-normaliser once for every position, in the logits' own precision (fp32 for half inputs):
     # only the |V*| columns of the group are ever exponentiated, never a [B, T, V] float64 copy
     lse = torch.logsumexp(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), -1)
@@ -147,8 +167,10 @@ def nthr_threshold(influence: Tensor, mask: Tensor, group: Tensor, correct: Tens
     that nothing is selected there). β = 1 default (0 for DeepSeek-1.5B in the paper).
     """
     mask = _checks.bool_mask("mask", mask)
+    influence = _checks.masked("influence", influence, mask)
     group = _checks.group_ids("group", group, mask.shape[0])
-    correct = _checks.as_tensor("correct", correct).bool()
+    correct = _correct(correct, mask.shape[0])
+    beta = _checks.finite("beta", beta)
     mean_score = masked_mean(influence, mask, dim=1)
     tau = torch.full((mask.shape[0],), float("inf"), dtype=torch.float64)
     for gid in torch.unique(group):
@@ -199,9 +221,18 @@ def thr_advantages(adv: Tensor, result: THRResult, mask: Tensor, p: float, only:
     """
     mask = _checks.bool_mask("mask", mask)
     adv = _checks.floating("adv", adv).double()
-    above = mask & (result.thr.abs() > result.tau[:, None])
+    if adv.shape != (mask.shape[0],):
+        raise ValueError(f"`adv` must have shape [{mask.shape[0]}], got {list(adv.shape)}")
+    if not isinstance(result, THRResult):
+        raise ValueError(f"`result` must be a THRResult, got {type(result).__name__}")
+    thr = _checks.masked("result", result.thr, mask)
+    tau = _checks.floating("result", result.tau, allow_inf=True)
+    if tau.shape != (mask.shape[0],):
+        raise ValueError(f"`result`.tau must have shape [{mask.shape[0]}], got {list(tau.shape)}")
+    p = _checks.finite("p", p)
+    above = mask & (thr.abs() > tau[:, None])
     base = adv[:, None].expand(mask.shape)
-    weighted = base * (1 + float(p) * torch.sign(result.thr))
+    weighted = base * (1 + p * torch.sign(thr))
     out = torch.where(above, weighted, torch.zeros_like(base) if only else base)
     return torch.where(mask, out, torch.zeros((), dtype=torch.float64))
 
@@ -214,10 +245,18 @@ def nthr_advantages(adv: Tensor, influence: Tensor, tau: Tensor, mask: Tensor, c
     ablations: p, 1 − p; 0 in the analysis experiments). Returns ``[B, T]``, 0 off the mask.
     """
     mask = _checks.bool_mask("mask", mask)
+    n = mask.shape[0]
     adv = _checks.floating("adv", adv).double()
-    correct = _checks.as_tensor("correct", correct).bool()
+    influence = _checks.masked("influence", influence, mask).double()
+    tau = _checks.floating("tau", tau, allow_inf=True).double()  # +inf: a group with no correct response
+    correct = _correct(correct, n)
     p = _checks.floating("pass_rate", pass_rate).double()
-    scale = 2 * (0.5 - p).abs() if eta is None else torch.full_like(p, float(eta))
+    for name, x in (("adv", adv), ("tau", tau), ("pass_rate", p)):
+        if x.shape != (n,):
+            raise ValueError(f"`{name}` must have shape [{n}], got {list(x.shape)}")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("`pass_rate` must lie in [0, 1]")
+    scale = 2 * (0.5 - p).abs() if eta is None else torch.full_like(p, _checks.finite("eta", eta))
     selected = mask & ~correct[:, None] & (influence > tau[:, None])
     base = adv[:, None].expand(mask.shape)
     out = torch.where(selected, base * scale[:, None], base)

@@ -24,7 +24,8 @@ Counting: N valid tokens per selection group (``scope="batch"``: the whole batch
 sampler flattens it; ``scope="sequence"``: each row, as TIP's TopK per trajectory), and every rule keeps
 exactly k = max(1, ⌊ρ·N⌋) tokens of each group — TIP's ⌊ρm⌋ and the repo's ``max(1, int(N·ratio))``
 (a 1e-9 guard keeps ⌊0.29·100⌋ at 29). Masks are bool ``[B, T]``; off-mask values (padding) are
-ignored, NaN inside the mask is an error, an empty mask is an error.
+ignored (NaN and ±inf included), NaN or ±inf inside the mask is an error (forklab's one padding rule,
+docs/reliability.md), an empty mask is an error.
 """
 
 from __future__ import annotations
@@ -71,15 +72,8 @@ def _mask(mask) -> Tensor:
 
 
 def _values(name: str, x, mask: Tensor) -> Tensor:
-    """A float64 ``[B, T]`` per-token value, 0 off the mask (padding may hold anything)."""
-    x = _checks.as_tensor(name, x)
-    if x.dtype == torch.bool or x.is_complex():
-        raise ValueError(f"`{name}` must be a real-valued tensor, got dtype {x.dtype}")
-    _checks.same_shape("mask", mask, name, x)
-    x = x.double()
-    if torch.isnan(x[mask]).any():
-        raise ValueError(f"`{name}` contains NaN inside `mask`")
-    return torch.where(mask, x, torch.zeros((), dtype=x.dtype))
+    """A float64 ``[B, T]`` per-token value, 0 off the mask (padding may hold anything, even NaN/inf)."""
+    return _checks.masked(name, x, mask).double()
 
 
 def _ratio(ratio) -> float:
@@ -161,8 +155,7 @@ def token_axes(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, div
             raise ValueError(f"`{name}` must be a floating tensor, got dtype {x.dtype}")
         if x.dim() != 3 or x.shape[:2] != mask.shape or x.shape[-1] == 0:
             raise ValueError(f"`{name}` must have shape [{mask.shape[0]}, {mask.shape[1]}, V], got {list(x.shape)}")
-        if torch.isnan(x[mask]).any():
-            raise ValueError(f"`{name}` contains NaN inside `mask`")
+        _checks.logits(name, x[mask])  # on the mask: no NaN, no +inf, no all −inf row
         logits[name] = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype))
     _checks.same_shape("student_logits", logits["student_logits"], "teacher_logits", logits["teacher_logits"])
     s, t = logits["student_logits"], logits["teacher_logits"]
@@ -189,9 +182,7 @@ def _threshold(name: str, value, x: Tensor, mask: Tensor, q: float, dtype: torch
         pos = q * (v.numel() - 1)
         lo, hi = math.floor(pos), math.ceil(pos)
         return float(v[lo] + (pos - lo) * (v[hi] - v[lo]))
-    value = float(value)
-    if value != value:
-        raise ValueError(f"`{name}` must be a number, got NaN")
+    value = _checks.finite(name, value)
     # round to the input's precision: 0.4 must tie with a float32 0.4, not sit just below it
     return float(torch.tensor(value, dtype=dtype)) if dtype.is_floating_point else value
 
@@ -298,15 +289,15 @@ def sampling_weights(entropy: Tensor, mask: Tensor, divergence: Tensor | None = 
     mask = _mask(mask)
     h = _values("entropy", entropy, mask)
     if vocab_size is not None:
-        if int(vocab_size) != vocab_size or vocab_size < 2:
-            raise ValueError(f"`vocab_size` must be an integer >= 2 or None, got {vocab_size!r}")
-        h = h / math.log(int(vocab_size))
-    w = h.clamp(min=1e-8).pow(float(alpha))
-    if float(gamma) != 0.0:
+        h = h / math.log(_checks.integer("vocab_size", vocab_size, 2))
+    # exponents beyond 10 underflow the 1e-8 floor to 0 in float64 (1e-80 is the smallest weight)
+    alpha, gamma = _checks.finite("alpha", alpha, 0.0, 10.0), _checks.finite("gamma", gamma, 0.0, 10.0)
+    w = h.clamp(min=1e-8).pow(alpha)
+    if gamma != 0.0:
         if divergence is None:
             raise ValueError("`divergence` is required when `gamma` != 0")
         d = _values("divergence", divergence, mask) / math.log(2.0)
-        w = w * d.clamp(min=1e-8).pow(float(gamma))
+        w = w * d.clamp(min=1e-8).pow(gamma)
     return torch.where(mask, w, torch.zeros((), dtype=w.dtype))
 
 

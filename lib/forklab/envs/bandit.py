@@ -148,8 +148,13 @@ def entropy(probs: Tensor) -> Tensor:
 
 
 def pass_at_k(success_prob: Tensor, k: int) -> Tensor:
-    """Exact pass@k of i.i.d. sampling: P(at least one of k draws is correct) = 1 − (1 − s)^k."""
-    return 1 - (1 - success_prob) ** int(k)
+    """Exact pass@k of i.i.d. sampling: P(at least one of k draws is correct) = 1 − (1 − s)^k.
+
+    ``success_prob`` must lie in [0, 1] and ``k`` be an integer ≥ 1 (else ``ValueError``)."""
+    s = _checks.floating("success_prob", success_prob)
+    if ((s < 0) | (s > 1)).any():
+        raise ValueError("`success_prob` must lie in [0, 1] (it is a probability)")
+    return 1 - (1 - s) ** _checks.integer("k", k, 1)
 
 
 def _compositions(n: int, m: int) -> Tensor:
@@ -213,7 +218,17 @@ def expected_advantages(
 
 
 def policy_gradient(probs: Tensor, adv: Tensor, temperature: float = 1.0) -> Tensor:
-    """Expected PG on the logits θ for per-arm advantages: (1/T) · π ⊙ (Ā − π·Ā), ``[S, K]``."""
+    """Expected PG on the logits θ for per-arm advantages: (1/T) · π ⊙ (Ā − π·Ā), ``[S, K]``.
+
+    ``probs`` rows must be distributions (≥ 0, summing to 1 within 1e-6), else ``ValueError``."""
+    probs = _checks.floating("probs", probs)
+    adv = _checks.floating("adv", adv).to(probs.dtype)
+    _checks.same_shape("probs", probs, "adv", adv)
+    if probs.dim() < 1 or probs.shape[-1] == 0:
+        raise ValueError(f"`probs` must have a non-empty last (arm) dimension, got {list(probs.shape)}")
+    if (probs < 0).any() or ((probs.double().sum(-1) - 1).abs() > 1e-6).any():
+        raise ValueError("`probs` rows must be probability distributions (>= 0, summing to 1)")
+    temperature = _checks.positive("temperature", temperature)
     centred = adv - (probs * adv).sum(-1, keepdim=True)
     return probs * centred / temperature
 

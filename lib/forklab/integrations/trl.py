@@ -127,6 +127,8 @@ class ForklabGRPOTrainer(GRPOTrainer):
         config.beta = float(recipe.kl_coef)
         if recipe.advantage in _TRL_ADVANTAGES:
             config.scale_rewards = _TRL_ADVANTAGES[recipe.advantage]
+        if recipe.aggregation == "seq-mean-token-sum-norm" and recipe.norm_len is None:
+            recipe = recipe.replace(norm_len=float(config.max_completion_length))  # Dr. GRPO's constant, as TRL
         self.recipe = recipe
         self._recipe_advantages = recipe.advantage not in _TRL_ADVANTAGES
         self._rewards_per_func = None

@@ -124,10 +124,11 @@ def load_tiny(name: str = "student-addition", dtype: str | torch.dtype = "float3
     between CPU kernel sets (AVX2, AVX-512, ARM), while float64 results agree to ~1e-16, which makes a
     flip practically impossible. It costs about 1.3× the CPU time; benchmarks stay in float32.
     """
-    path = data_dir() / "models" / name
-    if not path.exists():
-        shipped = sorted(p.name for p in (data_dir() / "models").glob("*") if p.is_dir())
+    shipped = sorted(p.name for p in (data_dir() / "models").glob("*") if p.is_dir())
+    # a name, never a path: "../x" or "/abs" must not load from outside data/models
+    if not isinstance(name, str) or name not in shipped:
         raise ValueError(f"`name` {name!r} is not a shipped model; available: {shipped}")
+    path = data_dir() / "models" / name
     return load_model(path, dtype=resolve_dtype(dtype))
 
 
@@ -170,8 +171,13 @@ def load_real(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32, de
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     else:
+        # safetensors only: a folder or repo with only pytorch_model.bin is refused, never unpickled
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, use_safetensors=True)
+        except OSError as err:
+            raise ValueError(f"`name` {name!r}: no safetensors weights found (pickled .bin files are refused): "
+                             f"{err}") from err
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer

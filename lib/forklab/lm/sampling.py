@@ -201,13 +201,19 @@ def sample(
 
     Raises ``ValueError`` naming the argument on an empty batch, mismatched or non-left-padded
     masks, ids outside the vocabulary, ``temperature <= 0``, ``top_p`` outside (0, 1],
-    ``max_new_tokens < 1`` or an unknown backend.
+    ``max_new_tokens < 1`` or past the model's positions (prompt + ``max_new_tokens`` >
+    ``config.max_position_embeddings``), or an unknown backend.
     """
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     ids, mask = _check_prompt(prompt_ids, prompt_mask, vocab)
     if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be a positive integer, got {max_new_tokens!r}")
     max_new_tokens = int(max_new_tokens)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    longest = int(mask.sum(1).max()) if mask.numel() else 0
+    if isinstance(limit, int) and longest + max_new_tokens > limit:
+        raise ValueError(f"`max_new_tokens` {max_new_tokens} + the longest prompt ({longest} tokens) exceeds the "
+                         f"model's {limit} positions (max_position_embeddings)")
     temperature = _checks.positive("temperature", temperature)
     top_p = float(top_p)
     if not 0.0 < top_p <= 1.0:

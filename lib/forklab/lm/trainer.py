@@ -40,12 +40,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
-from forklab.lm import dynamic_sampling, sampling
+from forklab.lm import checkpoint_io, dynamic_sampling, sampling
 from forklab.lm._rollout import (
     decode_responses,
     encode_prompts,
@@ -167,6 +166,10 @@ class RLTrainer:
             raise ValueError(f"`config.dynamic_sampling_max_extra` must be >= 0, got {c.dynamic_sampling_max_extra}")
         if c.minibatches > c.prompts_per_step:
             raise ValueError("`config.minibatches` cannot exceed prompts_per_step (minibatches hold whole groups)")
+        if recipe.aggregation == "seq-mean-token-sum-norm" and recipe.norm_len is None:
+            # Dr. GRPO's constant: the generation budget (TRL: max_completion_length), not the batch's padded width
+            recipe = recipe.replace(norm_len=float(c.max_new_tokens))
+            self.recipe = recipe
         if recipe.kl_coef and ref_model is None:
             raise ValueError("`ref_model` is required: the recipe has a KL term (kl_coef > 0)")
         self.ref_model = ref_model
@@ -184,6 +187,7 @@ class RLTrainer:
                                            betas=(0.9, 0.99))
         self.generator = torch.Generator().manual_seed(c.seed)
         self.eval_generator = torch.Generator().manual_seed(c.seed + 1)
+        self.loss_generator = torch.Generator().manual_seed(c.seed + 2)  # clip_cov's random picks
         self.step_count = 0
         self.log = RunLog(run_path, resume=resume) if run_path is not None else None
         self.hooks = list(hooks or [])
@@ -303,7 +307,7 @@ class RLTrainer:
                       entropy=entropy, tokens=r["tokens"][rows], adv=adv[rows])
         if "proxy_logp" in needs:
             batch.proxy_logp = minp_proxy_logprobs(logits.detach(), r["tokens"][rows])
-        loss, metrics = self.recipe.loss(batch)
+        loss, metrics = self.recipe.loss(batch, generator=self.loss_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
@@ -338,9 +342,14 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
-        """Model, AdamW state and generator states as safetensors + counters as JSON (no pickle)."""
+        """Model, AdamW state and generator states as safetensors + counters as JSON (no pickle).
+
+        Crash-safe: both files are written into a temporary sibling folder and fsynced, then the
+        folder is renamed into place; the previous checkpoint is moved aside first and deleted only
+        once the new one is in place, so a kill at any instant leaves one complete checkpoint
+        (``path``, or ``.<name>.previous`` beside it, which :meth:`load_checkpoint` falls back to).
+        """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
         names = {id(p): n for n, p in self.model.named_parameters()}
         for group in self.optimizer.param_groups:
@@ -349,32 +358,42 @@ class RLTrainer:
                     tensors[f"optim.{names[id(p)]}.{key}"] = torch.as_tensor(value).cpu().clone().contiguous()
         tensors["rng.generator"] = self.generator.get_state()
         tensors["rng.eval_generator"] = self.eval_generator.get_state()
+        tensors["rng.loss_generator"] = self.loss_generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(path / "trainer.safetensors"))
-        meta = {"step": self.step_count, "config": asdict(self.config), "recipe": self.recipe.name}
-        (path / "trainer.json").write_text(json.dumps(meta) + "\n")
-        return path
+        meta = {"step": self.step_count, "config": self._config_record(), "recipe": self._recipe_record()}
+        return checkpoint_io.write(path, tensors, meta)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore a :meth:`save_checkpoint` folder; the run then continues exactly where it stopped."""
-        path = Path(path)
-        if not (path / "trainer.safetensors").exists():
-            raise ValueError(f"`path` {path} holds no trainer.safetensors")
-        tensors = load_file(str(path / "trainer.safetensors"))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+        """Restore a :meth:`save_checkpoint` folder; the run then continues exactly where it stopped.
+
+        Strict: the folder must be complete (its tensors' SHA-256 matches the one recorded when it
+        was written), in this format version, written with this config and recipe, and hold every
+        weight, optimiser moment and generator state; otherwise ``ValueError`` says what differs and
+        the trainer is left unchanged.
+        """
+        tensors, meta = checkpoint_io.read(path)
+        checkpoint_io.require_equal("config", meta.get("config"), self._config_record())
+        checkpoint_io.require_equal("recipe", meta.get("recipe"), self._recipe_record())
+        rng = ["rng.generator", "rng.eval_generator", "rng.loss_generator", "rng.torch"]
+        model_state, optim_state = checkpoint_io.split_trainer_state(path, tensors, self.model, rng)
         params = dict(self.model.named_parameters())
-        for name, p in params.items():
-            state = {key.rsplit(".", 1)[1]: v for key, v in tensors.items()
-                     if key.startswith(f"optim.{name}.") and key.count(".") == name.count(".") + 2}
-            # moments go to the parameter's device; AdamW keeps its scalar `step` on the CPU
-            state = {key: v if key == "step" else v.to(p.device) for key, v in state.items()}
-            if state:
-                self.optimizer.state[p] = state
+        step = meta.get("step")
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"checkpoint {path}: `step` must be a non-negative integer, got {step!r}")
+        self.model.load_state_dict(model_state, strict=True)
+        self.optimizer.state.clear()
+        for name, state in optim_state.items():
+            self.optimizer.state[params[name]] = state
         self.generator.set_state(tensors["rng.generator"])
         self.eval_generator.set_state(tensors["rng.eval_generator"])
+        self.loss_generator.set_state(tensors["rng.loss_generator"])
         torch.set_rng_state(tensors["rng.torch"])
-        meta = json.loads((path / "trainer.json").read_text())
-        self.step_count = int(meta["step"])
+        self.step_count = step
         if self.log is not None:
             self.log.truncate(self.step_count)
 
+    def _config_record(self) -> dict:
+        return json.loads(json.dumps(asdict(self.config)))
+
+    def _recipe_record(self) -> dict:
+        return json.loads(json.dumps(asdict(self.recipe), default=repr))
