@@ -233,7 +233,11 @@ def regularized_runs(beta: float = 0.1, steps: int = 1000, lr: float = 0.5,
         for _ in range(int(steps)):
             step = rewards.clone()
             if f != "none":
-                step = step - beta * fd.f_prime(f, torch.softmax(theta, -1) / anchor)
+                # f′(π/p) on the anchor's support; off it π/p = ∞, where forward KL's f′ = −1/t is 0
+                pi, support = torch.softmax(theta, -1), anchor > 0
+                safe_anchor = torch.where(support, anchor, torch.ones_like(anchor))
+                t = torch.where(support, pi / safe_anchor, torch.ones_like(pi))
+                step = step - beta * torch.where(support, fd.f_prime(f, t), torch.zeros_like(pi))
             # forward KL's pseudo-reward π_0/π is unbounded on a nearly-dropped arm: cap each logit move
             theta = theta + lr * (step - step.mean()).clamp(-10.0, 10.0)
         out[name] = torch.softmax(theta, -1)

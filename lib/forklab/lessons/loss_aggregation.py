@@ -218,7 +218,7 @@ def aggregation_figure(lengths, adv, balance: pd.DataFrame, histories: dict) -> 
             ax_w.plot(lengths_t[order], share[order], marker=marker, ls=ls, color=color,
                       label=MODE_LABELS[mode] if sign > 0 else None, **_STYLE[mode])
     ax_w.set(xlabel="response length |o| (tokens)", ylabel="share of the group's gradient per token",
-             title="(a) one group: seq-mean gives a token 1/|o|, the others a flat weight per side")
+             title="(a) one group: seq-mean weighs a token 1/|o|;\nthe other modes a flat weight per side")
     ax_w.legend(fontsize=10, title="solid ▲ correct, dashed ▼ wrong", title_fontsize=10)
     for color, mode in zip(PALETTE, MAIN_MODES, strict=False):
         ax_b.plot(balance["length_gap"], balance[mode], marker="o", color=color, label=MODE_LABELS[mode],
@@ -226,7 +226,7 @@ def aggregation_figure(lengths, adv, balance: pd.DataFrame, histories: dict) -> 
     ax_b.axhline(0.5, color="0.4", lw=0.8, ls="--")
     ax_b.legend(fontsize=10, title="Dr. GRPO = token-mean; BA = seq-mean here", title_fontsize=10)
     ax_b.set(xlabel="length gap E[len | correct] − E[len | wrong]", ylabel="positive share of the push",
-             title="(b) only token-mean ties the sign balance to the length gap")
+             title="(b) only token-mean ties the sign balance\nto the length gap")
     smooth = lambda xs: np.convolve(xs, np.ones(15) / 15, mode="valid")  # noqa: E731
     for key, ax, label in (("accuracy", ax_lm[0], "rollout accuracy"), ("completion_length", ax_lm[1], "length"),
                            ("entropy", ax_lm[2], "token entropy (nats)")):

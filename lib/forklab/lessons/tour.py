@@ -66,12 +66,13 @@ def library_map() -> pd.DataFrame:
 
 # the library's floors, bottom to top; a module goes to the floor of its first name after ``forklab.``
 FLOORS = {
-    "formulas": ("advantages", "aggregation", "surrogates", "regularizers", "kl", "divergences", "fdivergences",
-                 "alignment", "ops", "recipes"),
+    "formulas": ("advantages", "advantage_weighting", "prompt_selection", "offpolicy_reinforce", "aggregation",
+                 "surrogates", "adaptive_clipping", "regularizers", "kl", "divergences", "fdivergences", "alignment",
+                 "ops", "recipes"),
     "worlds": ("envs",),
     "language models": ("lm", "integrations"),
     "diagnostics": ("diagnostics",),
-    "notebook tools": ("plots", "widgets", "progress", "runs", "exercises", "seeding", "paths", "lessons"),
+    "notebook tools": ("plots", "widgets", "progress", "runs", "exercises", "seeding", "paths", "lessons", "doctor"),
 }
 
 
