@@ -81,16 +81,9 @@ def task_dataset(task, char_tokenizer, split: str = "train", size: int = 512, se
     completion ids with the forklab tokenizer (keeping the ``;`` that TRL's decoded text drops) and scores
     them with ``task.reward``.
     """
-    from datasets import Dataset
-
-    examples = task.make_split(split, size, seed=seed)
-    data = Dataset.from_list([{"prompt": e.prompt, "example": i} for i, e in enumerate(examples)])
-
-    def reward(prompts, completions, completion_ids, example, **kwargs) -> list[float]:
-        return [float(task.reward(examples[i], char_tokenizer.decode(list(ids))))
-                for i, ids in zip(example, completion_ids, strict=True)]
-
-    reward.__name__ = f"{task.name}_reward"
+    if not callable(getattr(char_tokenizer, "to_hf", None)):
+        raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
+    _, data, reward = _data_and_reward(task, task.make_split(split, size, seed=seed), char_tokenizer, system=None)
     return data, reward
 
 
