@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_recipes import make_batch
 
+from forklab import _registry as registry
 from forklab import recipes
 from forklab import surrogates as S
 from forklab.aggregation import MODES, aggregate, token_weights
@@ -28,7 +29,7 @@ def throwaway():
     try:
         yield name, log_clip
     finally:
-        recipes.registry.unregister("surrogate", name)
+        registry.unregister("surrogate", name)
 
 
 def test_a_registered_clipping_rule_runs_in_a_recipe_end_to_end(throwaway):
@@ -76,7 +77,7 @@ def test_needs_of_a_registered_rule_reach_recipe_needs_and_batch_checks():
         with pytest.raises(ValueError, match="\\['entropy'\\] are required by surrogate 'test_needs_entropy'"):
             recipe.loss(batch)
     finally:
-        recipes.registry.unregister("surrogate", name)
+        registry.unregister("surrogate", name)
     assert name not in recipes.names("surrogate")
     with pytest.raises(ValueError, match="`surrogate` must be one of"):
         recipes.Recipe(surrogate=name)
@@ -103,8 +104,8 @@ def test_registered_aggregation_mode_and_advantage_are_usable_by_name():
         torch.testing.assert_close(loss, want)
         assert token_weights(batch.mask, "test-first-token")[:, 1:].abs().sum() == 0
     finally:
-        recipes.registry.unregister("aggregation", "test-first-token")
-        recipes.registry.unregister("advantage", "test_raw")
+        registry.unregister("aggregation", "test-first-token")
+        registry.unregister("advantage", "test_raw")
 
 
 def test_the_built_in_registry_matches_the_presets_and_the_lesson():
