@@ -27,8 +27,10 @@ from forklab import divergences as dv
 from forklab.plots import PALETTE, use_style
 
 __all__ = ["sequence_space", "token_log_probs", "node_conditionals", "success_values", "gradient_alignment",
-           "rollout_alignment", "gaussian_arms", "fit_gaussian_student", "bimodal_teacher", "gopd_bandit_run",
-           "kdrl_bandit_run", "student_pass_rates", "distill_runs", "gap_closed", "bandit_figure", "curves_figure", "explore"]
+           "rollout_alignment", "gaussian_arms", "fit_gaussian_student", "bimodal_teacher",
+           "gopd_bandit_run",
+           "kdrl_bandit_run", "student_rewards", "distill_runs", "gap_closed", "bandit_figure", "curves_figure",
+           "explore"]
 
 
 # ----- enumerable sequences -------------------------------------------------------------------------
@@ -181,8 +183,8 @@ def kdrl_bandit_run(bandit, start_logits: Tensor, teacher_probs: Tensor, kd_coef
     return pd.DataFrame(rows)
 
 
-def student_pass_rates(num_prompts: int = 64, samples: int = 8, seed: int = 0) -> Tensor:
-    """p̂(x) of the shipped ``student-addition`` (float64, T = 1): share of ``samples`` correct answers per prompt."""
+def student_rewards(num_prompts: int = 64, samples: int = 8, seed: int = 0) -> Tensor:
+    """0/1 rewards of the shipped ``student-addition`` (float64, T = 1), ``samples`` answers per prompt: ``[P, n]``."""
     from forklab.envs import tasks as task_lib
     from forklab.lm._rollout import decode_responses, sample_groups
     from forklab.lm.models import load_tiny
@@ -195,45 +197,46 @@ def student_pass_rates(num_prompts: int = 64, samples: int = 8, seed: int = 0) -
         examples, s = sample_groups(student, tokenizer, pool, num_prompts, samples, generator, 6)
     texts = decode_responses(tokenizer, s.tokens, s.mask)
     ok = torch.tensor([task.reward(examples[i // samples], t) for i, t in enumerate(texts)], dtype=torch.float64)
-    return ok.reshape(num_prompts, samples).mean(1)
+    return ok.reshape(num_prompts, samples)
 
 
 # ----- tiny LMs ------------------------------------------------------------------------------------
-def distill_runs(schedules: dict[str, list[tuple[str, int]]], seeds, config_kwargs: dict,
+def distill_runs(schedules: dict[str, list[tuple]], seeds, config_kwargs: dict,
                  progress_bar: bool = False) -> pd.DataFrame:
     """Distil ``teacher-addition`` into a fresh ``student-addition`` (float64) for each schedule and seed.
 
-    A schedule is a list of ``(divergence, steps)`` stages run one after the other (e.g. forward KL, then
-    reverse KL); the trainer's ``config.divergence`` is switched between stages. Returns one row per
-    evaluation (step 0 included): ``schedule, seed, step, sampled_accuracy, greedy_accuracy, teacher_sampled``.
+    A schedule is a list of stages run one after the other: ``(divergence, steps)`` uses the trainer's
+    ``divergence`` (switched between stages, e.g. forward KL then reverse KL), ``(objective, steps, kwargs)``
+    a :mod:`forklab.distill` objective (one stage only: the objective is fixed when the trainer is built).
+    Returns one row per evaluation (step 0 included): ``schedule, seed, step, sampled_accuracy,
+    greedy_accuracy, teacher_sampled`` (the teacher's sampled accuracy on the same prompts).
     """
     from forklab.lm.distill_trainer import DistillConfig, DistillTrainer
     from forklab.lm.models import load_tiny
-    from forklab.lm.trainer import evaluate
     from forklab.progress import progress
 
     teacher, tokenizer = load_tiny("teacher-addition", dtype="float64")
     jobs = [(name, seed) for name in schedules for seed in seeds]
     rows, teacher_acc = [], {}
     for name, seed in progress(jobs, desc="distillation runs") if progress_bar else jobs:
+        stages = schedules[name]
+        objective = {"objective": stages[0][0], "objective_kwargs": stages[0][2]} if len(stages[0]) == 3 else {}
+        if objective and len(stages) > 1:
+            raise ValueError(f"schedule {name!r}: an objective stage must be the only stage")
         student, _ = load_tiny("student-addition", dtype="float64")
         trainer = DistillTrainer(student, teacher, tokenizer,
-                                 DistillConfig(dtype="float64", seed=seed, divergence=schedules[name][0][0],
-                                               **config_kwargs))
+                                 DistillConfig(dtype="float64", seed=seed, divergence=stages[0][0] if not objective
+                                               else "reverse_kl", **objective, **config_kwargs))
         c = trainer.config
-
-        def measure(model, generator_seed):
-            return evaluate(model, tokenizer, trainer.task, trainer.eval_examples, c.max_new_tokens, c.pass_k,
-                            c.temperature, torch.Generator().manual_seed(generator_seed))
-
         if seed not in teacher_acc:
-            teacher_acc[seed] = measure(teacher, 10_000 + seed)["eval/sampled_accuracy"]
-        start = measure(student, c.seed + 1)
+            teacher_acc[seed] = _evaluate(teacher, trainer, 10_000 + seed)["eval/sampled_accuracy"]
+        start = _evaluate(student, trainer, c.seed + 1)
         rows.append({"schedule": name, "seed": seed, "step": 0, "sampled_accuracy": start["eval/sampled_accuracy"],
                      "greedy_accuracy": start["eval/greedy_accuracy"], "teacher_sampled": teacher_acc[seed]})
-        for divergence, steps in schedules[name]:
-            c.divergence = divergence
-            for _ in range(int(steps)):
+        for stage in stages:
+            if not objective:
+                c.divergence = stage[0]
+            for _ in range(int(stage[1])):
                 metrics = trainer.step()
                 if "eval/sampled_accuracy" in metrics:
                     rows.append({"schedule": name, "seed": seed, "step": trainer.step_count,
@@ -243,38 +246,47 @@ def distill_runs(schedules: dict[str, list[tuple[str, int]]], seeds, config_kwar
     return pd.DataFrame(rows)
 
 
+def _evaluate(model, trainer, generator_seed: int) -> dict[str, float]:
+    from forklab.lm.trainer import evaluate
+
+    c = trainer.config
+    return evaluate(model, trainer.tokenizer, trainer.task, trainer.eval_examples, c.max_new_tokens, c.pass_k,
+                    c.temperature, torch.Generator().manual_seed(generator_seed))
+
+
 def gap_closed(runs: pd.DataFrame) -> pd.DataFrame:
-    """Share of the teacher–student gap closed at the last evaluation, per schedule and seed, and its mean ± sd.
+    """Share of the teacher–student gap closed at the last evaluation, per schedule and seed (in ``runs``' order).
 
     gap closed = (acc_final − acc_start) / (acc_teacher − acc_start), sampled accuracy at T = 1.
     """
-    first = runs[runs.step == 0].set_index(["schedule", "seed"])
-    last = runs.loc[runs.groupby(["schedule", "seed"]).step.idxmax()].set_index(["schedule", "seed"])
+    keys = ["schedule", "seed"]
+    first = runs[runs.step == 0].set_index(keys)
+    last = runs.sort_values("step", kind="stable").groupby(keys, sort=False).last().reindex(first.index)
     share = (last.sampled_accuracy - first.sampled_accuracy) / (first.teacher_sampled - first.sampled_accuracy)
     return share.rename("gap closed").reset_index()
 
 
 # ----- figures and widget ---------------------------------------------------------------------------
-def bandit_figure(teacher_logits: Tensor, fits: dict[float, Tensor], ref: Tensor, gopd: dict[float, Tensor],
+def bandit_figure(teacher_logits: Tensor, fits: dict[str, Tensor], ref: Tensor, gopd: dict[float, Tensor],
                   correct: Tensor) -> matplotlib.figure.Figure:
-    """Left: JSD(β) fits of a one-bump student to the bimodal teacher; right: G-OPD's optimum per λ."""
+    """Left: one-bump students fitted to the bimodal teacher (``{label: log-probs}``); right: G-OPD's optimum per λ."""
     use_style()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.0))
     arms = torch.arange(len(teacher_logits))
     left.bar(arms, teacher_logits.exp(), color="0.8", label="teacher")
-    for i, (beta, logits) in enumerate(fits.items()):
-        left.plot(arms, logits.exp(), marker="o", ms=3, color=PALETTE[i], label=f"β = {beta:g}")
-    left.set(xlabel="arm (response)", ylabel="probability", title="student fit by JSD(β)")
-    left.legend(ncol=2)
+    for i, (label, logits) in enumerate(fits.items()):
+        left.plot(arms, logits.exp(), marker="o", ms=3, color=PALETTE[i], label=label)
+    top = max(float(teacher_logits.exp().max()), *(float(v.exp().max()) for v in fits.values()))
+    left.set(xlabel="arm (response)", ylabel="probability", title="student fit by JSD(β)", ylim=(0, 1.45 * top))
+    left.legend(loc="upper right")
     k = torch.arange(len(ref))
     width = 0.8 / (len(gopd) + 1)
     right.bar(k - 0.4 + width / 2, ref, width, color="0.6", label="π_ref (student at start)")
     for i, (lam, pi) in enumerate(gopd.items()):
         right.bar(k - 0.4 + width * (i + 1.5), pi, width, color=PALETTE[i], label=f"G-OPD λ = {lam:g}")
-    for arm in k[correct]:
-        right.annotate("✓", (float(arm), 0), xytext=(0, -28), textcoords="offset points", ha="center", fontsize=11)
+    right.set_xticks(k.tolist(), [f"{int(a)} ✓" if ok else str(int(a)) for a, ok in zip(k, correct, strict=True)])
     right.set(xlabel="arm (✓ = correct)", ylabel="probability", title="G-OPD: π_ref^(1−λ) π_T^λ")
-    right.legend(fontsize=10)
+    right.legend(loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -290,7 +302,8 @@ def curves_figure(runs: pd.DataFrame) -> matplotlib.figure.Figure:
     ax.axhline(runs.teacher_sampled.mean(), ls="--", color="0.3", label="teacher")
     ax.set(xlabel="distillation step", ylabel="sampled accuracy (T = 1)",
            title="tiny teacher → tiny student, on-policy")
-    ax.legend(loc="lower right")
+    ax.set_ylim(min(0.4, float(runs.sampled_accuracy.min()) - 0.05), 1.08)
+    ax.legend(loc="upper left", ncol=3)
     fig.tight_layout()
     return fig
 
@@ -307,4 +320,4 @@ def explore(beta: float = 0.5, lam: float = 1.0) -> matplotlib.figure.Figure:
     tilted = ref * torch.exp(2 * reward)
     pi_t = tilted / tilted.sum()
     geo = ref ** (1 - lam) * pi_t**lam
-    return bandit_figure(teacher, {beta: fit}, ref, {lam: geo / geo.sum()}, reward > 0)
+    return bandit_figure(teacher, {f"β = {beta:g}": fit}, ref, {lam: geo / geo.sum()}, reward > 0)
