@@ -110,14 +110,14 @@ def tsd_kd_terms(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, e
     entropy_quantile = _checks.finite("entropy_quantile", entropy_quantile, 0.0, 1.0)
     h = _inputs.zero_off(entropy_from_logits(s.double()), mask)
     zeros = torch.zeros(mask.shape, dtype=torch.float64)
-    n = mask.sum()
+    n = float(mask.sum())  # a Python float: int64/int64 tensor division would round the scales to float32
     if n == 0:
         return {"entropy_scale": zeros, "rank_scale": zeros}
     q = torch.quantile(h[mask], entropy_quantile)
     keep = (h >= q) & mask
     prefix = tsd_prefix_mask(h, mask, prefix_share)
-    entropy_scale = keep.double() * (n / keep.sum().clamp(min=1))
-    rank_scale = prefix.double() * (n / prefix.sum().clamp(min=1))
+    entropy_scale = keep.double() * (n / max(int(keep.sum()), 1))
+    rank_scale = prefix.double() * (n / max(int(prefix.sum()), 1))
     return {"entropy_scale": entropy_scale, "rank_scale": rank_scale}
 
 
