@@ -97,7 +97,7 @@ def test_scope_loss_routes_by_correctness():
     np.testing.assert_allclose(loss[0].detach(), -logp[0].detach())  # MLE on the correct response
     # the wrong response: OPD policy gradient with Â = log π_T − log π_old at ratio 1
     assert float(logp.grad[1, 0]) == pytest.approx(-(math.log(0.6) - math.log(0.3)))
-    assert float(loss[1, 1]) == 0.0 and float(logp.grad[1, 1]) == 0.0
+    assert float(loss.detach()[1, 1]) == 0.0 and float(logp.grad[1, 1]) == 0.0
 
 
 # ----------------------------------------------------------------------------- weighting
