@@ -54,7 +54,8 @@ def tsd_prefix_mask(entropy: Tensor, mask: Tensor, share: float = 0.1) -> Tensor
     share = _checks.finite("share", share, 0.0, 1.0)
     total = h.sum(1, keepdim=True)
     reached = (h.cumsum(1) >= share * total) & mask & (total > 0)
-    d = torch.where(reached.any(1), reached.double().argmax(1), torch.zeros(mask.shape[0], dtype=torch.float64))
+    d = torch.where(reached.any(1), reached.double().argmax(1),
+                    torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device))
     position = torch.arange(mask.shape[1], device=mask.device)[None, :]
     return (position < d[:, None]) & mask
 
@@ -109,7 +110,7 @@ def tsd_kd_terms(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, e
     s = _inputs.logits("student_logits", student_logits, mask).detach()
     entropy_quantile = _checks.finite("entropy_quantile", entropy_quantile, 0.0, 1.0)
     h = _inputs.zero_off(entropy_from_logits(s.double()), mask)
-    zeros = torch.zeros(mask.shape, dtype=torch.float64)
+    zeros = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)
     n = float(mask.sum())  # a Python float: int64/int64 tensor division would round the scales to float32
     if n == 0:
         return {"entropy_scale": zeros, "rank_scale": zeros}
