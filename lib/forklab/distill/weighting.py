@@ -76,7 +76,13 @@ def paced_weights(pass_rate: Tensor, alpha: float = 1.0, beta: float = 1.0) -> T
 
 
 def sequence_mean_logp(logp: Tensor, mask: Tensor) -> Tensor:
-    """Mean log-probability of each response's tokens, ``[B, T] -> [B]`` (0 for an empty row); PPL = exp(−it)."""
+    """Mean log-probability of each response's tokens, ``[B, T] -> [B]`` (0 for an empty row); PPL = exp(−it).
+
+    .. math:: \\bar\\ell_i = \\tfrac{1}{|o_i|}\\sum_t \\log\\pi(o_{i,t}), \\qquad \\mathrm{PPL}_i = e^{-\\bar\\ell_i}
+
+    SCOPE's confidence signal (arXiv 2604.10688). verl/TRL: the "seq-mean-token-mean" reduction of log-probs.
+    Confidence HIGH (a definition). Notebook 10.
+    """
     mask = _inputs.mask_2d(mask)
     logp = _inputs.token("logp", logp, mask)
     return logp.sum(1) / mask.sum(1).clamp(min=1).to(logp.dtype)
