@@ -62,21 +62,59 @@ def test_gkd_objective_equals_trls_generalized_jsd_loss(tmp_path, beta):
 
 
 def test_selection_keeps_the_ratio_and_the_loss_is_the_kept_mean(tmp_path):
+    """TIP entropy top-50%: by hand, the ⌊N/2⌋ highest-entropy completion tokens and their mean reverse KL."""
     trainer = _trainer(tmp_path, objective="reverse_kl", selection="entropy_top", ratio=0.5)
     batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.train()
-    loss = trainer.compute_loss(trainer.model, batch)
+    model = trainer.model
+    model.train()
+    loss = trainer.compute_loss(model, batch)
+    with torch.no_grad():
+        s = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        t = trainer.teacher_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    mask = batch["labels"][:, 1:] != -100
+    s, t = s[mask], t[mask]  # [N, V]: the completion tokens
+    log_s, log_t = torch.log_softmax(s, -1), torch.log_softmax(t, -1)
+    entropy = -(log_s.exp() * log_s).sum(-1)
+    kl = (log_s.exp() * (log_s - log_t)).sum(-1)
+    kept = entropy.topk(len(entropy) // 2).indices
+    torch.testing.assert_close(loss.detach(), kl[kept].mean(), rtol=1e-5, atol=1e-6)
     metrics = trainer._metrics["train"]
-    n = int((batch["labels"][:, 1:] != -100).sum())
-    assert metrics["distill/kept_ratio"][-1] == pytest.approx(max(1, n // 2) / n)
-    assert float(loss.detach()) == pytest.approx(metrics["distill/objective"][-1], rel=1e-5)
-    assert metrics["distill/objective"][-1] > metrics["distill/reverse_kl"][-1]  # high-entropy tokens diverge more
+    assert metrics["distill/kept_ratio"][-1] == pytest.approx((len(entropy) // 2) / len(entropy))
+    assert metrics["distill/reverse_kl"][-1] == pytest.approx(float(kl.mean()), rel=1e-5)
+    assert kl[kept].mean() > kl.mean()  # on this batch the uncertain tokens are the far ones
+
+
+@pytest.mark.parametrize("settings", [
+    {"objective": "opd"},
+    {"objective": "gopd", "objective_kwargs": {"lam": 1.5}},
+    {"objective": "tsd_kd"},
+    {"objective": "reverse_kl", "token_weighting": "prune_opd"},
+    {"objective": "gkd", "token_weighting": "position", "selection": "soft_or", "ratio": 0.3},
+])
+def test_forklab_only_objectives_and_rules_run(tmp_path, settings):
+    trainer = _trainer(tmp_path, **settings)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    loss, grad = _loss_and_grad(trainer.compute_loss, trainer.model, batch)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert (trainer.ref_model is not None) == (settings["objective"] == "gopd")
+
+
+def test_uniform_position_weights_change_nothing(tmp_path):
+    plain = _trainer(tmp_path, objective="reverse_kl")
+    weighted = _trainer(tmp_path, objective="reverse_kl", token_weighting="position",
+                        token_weighting_kwargs={"power": 0.0})
+    batch = next(iter(plain.get_train_dataloader()))
+    torch.testing.assert_close(weighted.compute_loss(weighted.model, batch), plain.compute_loss(plain.model, batch))
 
 
 @pytest.mark.parametrize("bad, match", [({"objective": "nope"}, "objective"),
                                         ({"selection": "nope"}, "selection"),
                                         ({"objective": "gkd", "objective_kwargs": {"gamma": 1}}, "objective_kwargs"),
-                                        ({"selection_divergence": "tv"}, "selection_divergence")])
+                                        ({"selection_divergence": "tv"}, "selection_divergence"),
+                                        ({"objective": "scope"}, "correct"), ({"objective": "kdrl"}, "adv"),
+                                        ({"objective": "opsd"}, "privileged"),
+                                        ({"objective": "reverse_kl", "sequence_weighting": "paced"}, "pass_rate")])
 def test_bad_settings_name_the_argument(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         _trainer(tmp_path, **bad)

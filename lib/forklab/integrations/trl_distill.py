@@ -44,13 +44,13 @@ saves no memory here (the student's full logits are computed, as in ``GKDTrainer
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from forklab import divergences as div
 from forklab.diagnostics import tip
+from forklab.distill import _registry as rules_registry
 from forklab.ops import entropy_from_logits
 
 try:
@@ -60,59 +60,10 @@ except ImportError as exc:  # pragma: no cover - trl is an optional dependency
     raise ImportError("forklab.integrations.trl_distill needs TRL: `pip install trl` (the project pins it in "
                       "requirements.lock)") from exc
 
-try:
-    from forklab.distill import _registry as _distill_registry
-except ImportError:  # forklab.distill not merged yet: the objectives of forklab.divergences by the same names
-    _distill_registry = None
-
 __all__ = ["ForklabDistillTrainer", "GKDConfig", "gkd_config", "distill_dataset", "OFFERED_INPUTS"]
 
 #: What this trainer can hand an objective or weighting rule, by parameter name (``[B, T]`` unless noted).
 OFFERED_INPUTS = ("student_logits", "teacher_logits", "mask", "logp", "old_logp", "teacher_logp", "ref_logp")
-
-
-# ----- the rule registry (forklab.distill), with a stand-in until it is merged ------------------------------
-@dataclass(frozen=True)
-class _Rule:
-    kind: str
-    name: str
-    fn: object
-    inputs: tuple
-    settings: tuple
-    teacher_context: str = "prompt"
-    sequence_weighting: str | None = None
-    prepare: object = None
-
-
-def _gkd(student_logits, teacher_logits, mask, beta=0.5):
-    return torch.where(mask, div.jsd(student_logits, teacher_logits, beta=beta), 0.0)
-
-
-def _divergence(fn):
-    return lambda student_logits, teacher_logits, mask: torch.where(mask, fn(student_logits, teacher_logits), 0.0)
-
-
-_STAND_IN = {"gkd": _Rule("objective", "gkd", _gkd, ("student_logits", "teacher_logits", "mask"), ("beta",))} | {
-    name: _Rule("objective", name, _divergence(fn), ("student_logits", "teacher_logits", "mask"), ())
-    for name, fn in (("reverse_kl", div.reverse_kl), ("forward_kl", div.forward_kl),
-                     ("total_variation", div.total_variation))}
-
-
-def _lookup(kind: str, name: str | None, argument: str):
-    if name is None:
-        return None
-    if _distill_registry is not None:
-        return _distill_registry.lookup(kind, name, argument)
-    if kind != "objective" or name not in _STAND_IN:
-        raise ValueError(f"`{argument}` must be one of {sorted(_STAND_IN) if kind == 'objective' else []}, "
-                         f"got {name!r}")
-    return _STAND_IN[name]
-
-
-def _call(rule, inputs: dict, settings: dict):
-    if _distill_registry is not None:
-        return _distill_registry.call(rule, inputs, settings)
-    return rule.fn(**{k: inputs[k] for k in rule.inputs}, **settings)
 
 
 def _token_logp(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -137,10 +88,12 @@ class ForklabDistillTrainer(GKDTrainer):
                  sequence_weighting: str | None = None, sequence_weighting_kwargs: dict | None = None,
                  selection: str | None = None, ratio: float | None = 0.5, selection_kwargs: dict | None = None,
                  selection_divergence: str = "reverse_kl", schedules: dict | None = None, ref_model=None, **kwargs):
-        self.objective = _lookup("objective", objective, "objective")
-        self.token_rule = _lookup("token_weighting", token_weighting, "token_weighting")
+        self.objective = rules_registry.lookup("objective", objective, "objective")
+        self.token_rule = None if token_weighting is None else \
+            rules_registry.lookup("token_weighting", token_weighting, "token_weighting")
         seq = self.objective.sequence_weighting if sequence_weighting is None else sequence_weighting
-        self.sequence_rule = None if seq in (None, "none") else _lookup("sequence_weighting", seq, "sequence_weighting")
+        self.sequence_rule = None if seq in (None, "none") else \
+            rules_registry.lookup("sequence_weighting", seq, "sequence_weighting")
         rules = [r for r in (self.objective, self.token_rule, self.sequence_rule) if r is not None]
         for rule in rules:
             missing = sorted(set(rule.inputs) - set(OFFERED_INPUTS))
@@ -213,12 +166,12 @@ class ForklabDistillTrainer(GKDTrainer):
         if self.objective.prepare is not None:
             with torch.no_grad():
                 inputs |= self.objective.prepare(student_logits.detach(), teacher_logits, mask, **settings)
-        per_token = _call(self.objective, inputs, settings)
+        per_token = rules_registry.call(self.objective, inputs, settings)
         weights = torch.ones_like(per_token)
         for rule in (self.token_rule, self.sequence_rule):
             if rule is not None:
                 with torch.no_grad():
-                    w = _call(rule, inputs, self.rule_kwargs[rule.kind]).to(per_token.dtype)
+                    w = rules_registry.call(rule, inputs, self.rule_kwargs[rule.kind]).to(per_token.dtype)
                 weights = weights * (w[:, None] if w.dim() == 1 else w)
         kept = keep.sum()
         loss = torch.where(keep, per_token * weights, 0.0).sum() / kept.clamp_min(1)
@@ -278,7 +231,8 @@ def distill_dataset(task, char_tokenizer, split: str = "train", size: int = 512,
         raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
     rows = []
     for example in task.make_split(split, size, seed=seed):
-        prompt, answer = char_tokenizer.encode(example.prompt), char_tokenizer.encode(task.reference_answers(example)[0])
+        prompt = char_tokenizer.encode(example.prompt)
+        answer = char_tokenizer.encode(task.reference_answers(example)[0])
         rows.append({"prompt": example.prompt, "input_ids": prompt + answer,
                      "completion_mask": [0] * len(prompt) + [1] * len(answer)})
     return Dataset.from_list(rows)
