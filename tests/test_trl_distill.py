@@ -150,3 +150,29 @@ def test_reverse_kl_with_tip_selection_learns_inside_trl(tmp_path):
     assert after_gap < 0.75 * before_gap, (before_gap, after_gap)
     assert after_acc > before_acc + 0.05, (before_acc, after_acc)  # 128 prompts: s.e. of a share ≲ 0.04
     assert any("distill/kept_ratio" in h for h in trainer.state.log_history)
+
+
+def test_distill_dataset_the_same_ids_from_a_char_or_hf_tokenizer():
+    char, task = CharTokenizer.for_tasks(), get_task("countdown")
+    a, b = distill_dataset(task, char, size=16), distill_dataset(task, char.to_hf(), size=16)
+    assert a["input_ids"] == b["input_ids"] and a["completion_mask"] == b["completion_mask"]
+    assert a["prompt"] == [e.prompt for e in task.make_split("train", 16)]
+    with pytest.raises(ValueError, match="`tokenizer`"):
+        distill_dataset(task, object())
+
+
+def test_real_distill_run_with_local_models():
+    """``real_distill_run`` with (model, tokenizer) pairs: the REAL_RUN path, on the tiny models, offline."""
+    from forklab.lm.real_run import real_distill_run
+
+    char = CharTokenizer.for_tasks()
+    pair = lambda name: (AutoModelForCausalLM.from_pretrained(MODELS / name), char)  # noqa: E731
+    out = real_distill_run({"opd-tip": {"objective": "reverse_kl", "selection": "entropy_top"}, "gkd": {}},
+                           teacher=pair("teacher-addition"), student=pair("student-addition"), task="addition",
+                           steps=2, prompts_per_step=8, max_new_tokens=6, lr=1e-3, device="cpu", progress=False,
+                           config_overrides={"max_length": 64})
+    assert list(out) == ["opd-tip", "gkd"] and all(len(h) == 2 for h in out.values())
+    assert out["opd-tip"][0]["distill/kept_ratio"] == pytest.approx(0.5, abs=0.05)
+    assert out["gkd"][0]["distill/kept_ratio"] == 1.0
+    with pytest.raises(ValueError, match="`objectives`"):
+        real_distill_run([], teacher=pair("teacher-addition"), student=pair("student-addition"))

@@ -60,7 +60,8 @@ except ImportError as exc:  # pragma: no cover - trl is an optional dependency
     raise ImportError("forklab.integrations.trl_distill needs TRL: `pip install trl` (the project pins it in "
                       "requirements.lock)") from exc
 
-__all__ = ["ForklabDistillTrainer", "GKDConfig", "gkd_config", "distill_dataset", "OFFERED_INPUTS"]
+__all__ = ["ForklabDistillTrainer", "GKDConfig", "gkd_config", "distill_dataset", "trl_distill_run",
+           "OFFERED_INPUTS"]
 
 #: What this trainer can hand an objective or weighting rule, by parameter name (``[B, T]`` unless noted).
 OFFERED_INPUTS = ("student_logits", "teacher_logits", "mask", "logp", "old_logp", "teacher_logp", "ref_logp")
@@ -218,21 +219,68 @@ def gkd_config(output_dir: str, **overrides) -> GKDConfig:
     return GKDConfig(output_dir=output_dir, **(defaults | overrides))
 
 
-def distill_dataset(task, char_tokenizer, split: str = "train", size: int = 512, seed: int = 0):
-    """A ``datasets.Dataset`` for ``GKDTrainer`` with forklab's tiny models (no chat template needed).
+def distill_dataset(task, tokenizer, split: str = "train", size: int = 512, seed: int = 0, system: str | None = None):
+    """A ``datasets.Dataset`` for ``GKDTrainer``: ``task``'s prompts with a reference answer each.
 
-    Columns: ``prompt`` (text), ``input_ids`` (prompt + a reference answer, ``;`` included) and
-    ``completion_mask`` (1 on the answer), which TRL's ``DataCollatorForChatML`` reads as they are. The
-    answers are the off-policy data (``lmbda < 1``); on-policy steps keep only the prompt.
+    Columns: ``prompt`` (the text the model reads), ``input_ids`` (prompt + answer + EOS) and
+    ``completion_mask`` (1 on the answer), which TRL's ``DataCollatorForChatML`` reads as they are, so no
+    chat template is needed. ``tokenizer``: a forklab ``CharTokenizer`` (the tiny models; the answer's ``;``
+    is the EOS) or a Hugging Face tokenizer (its chat template wraps the prompt, with ``system`` if given,
+    when it has one). The answers are the off-policy data (``lmbda < 1``); on-policy steps keep the prompt.
     """
     from datasets import Dataset
 
-    if not callable(getattr(char_tokenizer, "encode", None)) or not hasattr(char_tokenizer, "alphabet"):
-        raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
+    char = hasattr(tokenizer, "alphabet") and callable(getattr(tokenizer, "encode", None))
+    if not char and not callable(getattr(tokenizer, "apply_chat_template", None)):
+        raise ValueError("`tokenizer` must be a forklab CharTokenizer or a Hugging Face tokenizer")
     rows = []
     for example in task.make_split(split, size, seed=seed):
-        prompt = char_tokenizer.encode(example.prompt)
-        answer = char_tokenizer.encode(task.reference_answers(example)[0])
-        rows.append({"prompt": example.prompt, "input_ids": prompt + answer,
-                     "completion_mask": [0] * len(prompt) + [1] * len(answer)})
+        answer = task.reference_answers(example)[0]
+        if char:
+            text, prompt, answer_ids = example.prompt, tokenizer.encode(example.prompt), tokenizer.encode(answer)
+        else:
+            text = example.prompt
+            if getattr(tokenizer, "chat_template", None):
+                messages = ([{"role": "system", "content": system}] if system else []) + \
+                    [{"role": "user", "content": example.prompt}]
+                text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            if not answer_ids or answer_ids[-1] != tokenizer.eos_token_id:  # the tiny models' `;` is their EOS
+                answer_ids.append(tokenizer.eos_token_id)
+        rows.append({"prompt": text, "input_ids": prompt + answer_ids,
+                     "completion_mask": [0] * len(prompt) + [1] * len(answer_ids)})
     return Dataset.from_list(rows)
+
+
+def trl_distill_run(runs: dict[str, dict], load_teacher, load_student, task, steps: int, prompts_per_step: int,
+                    max_new_tokens: int, lr: float, seed: int, device, dtype, system: str | None = None,
+                    progress: bool = True, config_overrides: dict | None = None) -> dict[str, list[dict]]:
+    """The engine of ``forklab.lm.real_run.real_distill_run`` (which validates the arguments and calls this).
+
+    Each entry of ``runs`` (label → :class:`ForklabDistillTrainer` keyword arguments) trains a fresh
+    ``load_student()`` from ``load_teacher()`` for ``steps`` optimizer steps of ``prompts_per_step`` prompts,
+    on-policy (``lmbda=1``), at sampling temperature 1, with AdamW settings matching ``DistillTrainer``
+    (``docs/scale-out.md``). Returns ``{label: [per-step metrics]}`` in TRL's log format.
+    """
+    import tempfile
+
+    histories: dict[str, list[dict]] = {}
+    for label, trainer_kwargs in runs.items():
+        (student, tokenizer), (teacher, _) = load_student(), load_teacher()
+        char = hasattr(tokenizer, "alphabet")
+        data = distill_dataset(task, tokenizer, size=max(64, prompts_per_step * steps), seed=seed, system=system)
+        if not char and tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        settings = dict(per_device_train_batch_size=prompts_per_step, max_new_tokens=max_new_tokens,
+                        learning_rate=lr, max_steps=steps, seed=seed, use_cpu=str(device) == "cpu",
+                        bf16=dtype == torch.bfloat16, disable_tqdm=not progress, adam_beta2=0.99,
+                        weight_decay=0.01, lr_scheduler_type="constant", max_length=2048)
+        args = gkd_config(tempfile.mkdtemp(prefix=f"forklab-distill-{label}-"),
+                          **(settings | dict(config_overrides or {})))
+        trainer = ForklabDistillTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
+                                        processing_class=tokenizer.to_hf() if char else tokenizer, **trainer_kwargs)
+        trainer.train()
+        histories[label] = [h for h in trainer.state.log_history if "loss" in h]
+        del trainer, student, teacher
+    return histories
