@@ -176,3 +176,13 @@ def test_real_distill_run_with_local_models():
     assert out["gkd"][0]["distill/kept_ratio"] == 1.0
     with pytest.raises(ValueError, match="`objectives`"):
         real_distill_run([], teacher=pair("teacher-addition"), student=pair("student-addition"))
+
+
+def test_schedules_move_a_setting_linearly_over_max_steps(tmp_path):
+    trainer = _trainer(tmp_path, objective="gkd", schedules={"beta": (0.0, 1.0)}, max_steps=10)
+    trainer.state.max_steps = 10
+    for step, beta in ((0, 0.0), (5, 0.5), (10, 1.0), (12, 1.0)):
+        trainer.state.global_step = step
+        assert trainer.settings()["beta"] == pytest.approx(beta)
+    with pytest.raises(ValueError, match="schedules"):
+        _trainer(tmp_path, objective="reverse_kl", schedules={"beta": (0.0, 1.0)})

@@ -38,7 +38,8 @@ that need rewards, groups or advantages (GKD samples one completion per prompt a
 reference model of G-OPD is ``ref_model`` (a frozen copy of the initial student when not given). Selection
 saves no memory here (the student's full logits are computed, as in ``GKDTrainer``), unlike forklab's
 ``DistillTrainer``, whose ``lm_head`` runs on the kept tokens only. No vLLM generation: TRL's
-``GKDTrainer`` generates with ``model.generate``.
+``GKDTrainer`` generates with ``model.generate``. ``forklab.lm.real_run.real_distill_run`` (REAL_RUN
+cells) runs it on real models through :func:`trl_distill_run`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,14 @@ The pieces, each usable on its own:
 - ``forklab.lm.trainer.RLTrainer(model, tokenizer, recipe, config, task=task)``: rollouts on the model's
   device, the recipe's loss, AdamW.
 
+Distillation cells (notebooks 09 and 10): :func:`real_distill_run` trains a real student from a real
+teacher (same tokenizer; default Qwen2.5-0.5B from Qwen2.5-1.5B-Instruct) with forklab's distillation
+objectives and TIP token selection inside TRL's ``GKDTrainer``
+(``forklab.integrations.trl_distill.ForklabDistillTrainer``)::
+
+    histories = real_distill_run({"opd": {"objective": "reverse_kl"},
+                                  "opd-tip50": {"objective": "reverse_kl", "selection": "entropy_top", "ratio": 0.5}})
+
 Each recipe starts from a freshly loaded model (so runs are comparable) and gets its own run log
 ``<run_dir>/<recipe>.csv`` when ``run_dir`` is given. Defaults follow common GRPO settings for a 0.5B
 model on GSM8K (TRL / verl examples): lr 1e-6, 8 prompts × 8 samples, 256 new tokens, and updates of at
