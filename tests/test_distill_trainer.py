@@ -4,7 +4,7 @@ invariance, OPSD's privileged teacher, weighting rules, schedules, errors."""
 import pytest
 import torch
 
-from forklab.distill import privileged_prompt
+from forklab.distill import privileged_prompt, rule_names
 from forklab.lm import models
 from forklab.lm.distill_trainer import DistillConfig, DistillTrainer
 from forklab.lm.tokenizer import CharTokenizer
@@ -130,3 +130,14 @@ def test_opd_objective_learns():
                                                                   train_size=16, lr=3e-3, seed=0))
     hist = trainer.train(20)
     assert hist[-1]["divergence/kept_mean"] < 0.7 * hist[0]["divergence/kept_mean"]
+
+
+@pytest.mark.parametrize("kind,name", [("objective", n) for n in rule_names("objective")]
+                         + [("token_weighting", n) for n in rule_names("token_weighting")]
+                         + [("sequence_weighting", n) for n in rule_names("sequence_weighting")])
+def test_every_registered_rule_runs_in_the_trainer(kind, name):
+    student, teacher = _pair()
+    config = DistillConfig(**{kind: name}, samples_per_prompt=2, dtype="float64",
+                           **{**SMALL, "prompts_per_step": 2})
+    m = DistillTrainer(student, teacher, TOK, config).step()
+    assert all(torch.isfinite(torch.tensor(v)) for v in m.values())
