@@ -51,7 +51,7 @@ from torch import Tensor
 
 from forklab import divergences as div
 from forklab.diagnostics import tip
-from forklab.distill import _registry as rules_registry
+from forklab.distill import call_rule, lookup
 from forklab.ops import entropy_from_logits
 
 try:
@@ -90,12 +90,12 @@ class ForklabDistillTrainer(GKDTrainer):
                  sequence_weighting: str | None = None, sequence_weighting_kwargs: dict | None = None,
                  selection: str | None = None, ratio: float | None = 0.5, selection_kwargs: dict | None = None,
                  selection_divergence: str = "reverse_kl", schedules: dict | None = None, ref_model=None, **kwargs):
-        self.objective = rules_registry.lookup("objective", objective, "objective")
+        self.objective = lookup("objective", objective, "objective")
         self.token_rule = None if token_weighting is None else \
-            rules_registry.lookup("token_weighting", token_weighting, "token_weighting")
+            lookup("token_weighting", token_weighting, "token_weighting")
         seq = self.objective.sequence_weighting if sequence_weighting is None else sequence_weighting
         self.sequence_rule = None if seq in (None, "none") else \
-            rules_registry.lookup("sequence_weighting", seq, "sequence_weighting")
+            lookup("sequence_weighting", seq, "sequence_weighting")
         rules = [r for r in (self.objective, self.token_rule, self.sequence_rule) if r is not None]
         for rule in rules:
             missing = sorted(set(rule.inputs) - set(OFFERED_INPUTS))
@@ -168,12 +168,12 @@ class ForklabDistillTrainer(GKDTrainer):
         if self.objective.prepare is not None:
             with torch.no_grad():
                 inputs |= self.objective.prepare(student_logits.detach(), teacher_logits, mask, **settings)
-        per_token = rules_registry.call(self.objective, inputs, settings)
+        per_token = call_rule(self.objective, inputs, settings)
         weights = torch.ones_like(per_token)
         for rule in (self.token_rule, self.sequence_rule):
             if rule is not None:
                 with torch.no_grad():
-                    w = rules_registry.call(rule, inputs, self.rule_kwargs[rule.kind]).to(per_token.dtype)
+                    w = call_rule(rule, inputs, self.rule_kwargs[rule.kind]).to(per_token.dtype)
                 weights = weights * (w[:, None] if w.dim() == 1 else w)
         kept = keep.sum()
         loss = torch.where(keep, per_token * weights, 0.0).sum() / kept.clamp_min(1)
