@@ -33,8 +33,8 @@ from forklab.envs import seqpolicy as sp
 from forklab.plots import PALETTE, use_style
 from forklab.progress import progress
 
-__all__ = ["DISPLACEMENT_MODES", "finite_difference_check", "lm_token_table", "top_share", "reweighting_runs", "displacement_runs",
-           "validation_figure", "distribution_figure", "runs_figure"]
+__all__ = ["DISPLACEMENT_MODES", "finite_difference_check", "lm_token_table", "top_share", "reweighting_runs",
+           "displacement_runs", "validation_figure", "distribution_figure", "runs_figure"]
 
 
 # ------------------------------------------------------------------ sequence policy: exact ground truth
@@ -218,11 +218,15 @@ def validation_figure(fd: pd.DataFrame) -> matplotlib.figure.Figure:
                                  (False, PALETTE[1], "token of a wrong response")):
             d = fd[fd["correct"] == ok]
             ax.scatter(d["thr"], d[col], s=14, alpha=0.7, color=color, label=label)
-        lim = float(np.abs(fd[["thr", col]].to_numpy()).max()) * 1.05
-        ax.plot([-lim, lim], [-lim, lim], color="0.4", lw=1, ls="--", label="y = x")
-        ax.axhline(0, color="0.8", lw=0.8)
-        ax.axvline(0, color="0.8", lw=0.8)
-        ax.set(xlabel="THR (first-order prediction)", ylabel="exact Δ Σ log π(correct) / η", title=title)
+        if col == "fd_unembed":
+            lim = float(np.abs(fd[["thr", col]].to_numpy()).max()) * 1.05
+            ax.plot([-lim, lim], [-lim, lim], color="0.4", lw=1, ls="--", label="y = x")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set(xlabel="THR (first-order prediction, symlog)", ylabel="exact Δ Σ log π(correct) / η (symlog)",
+               title=title)
     fig.axes[0].legend(fontsize=10, loc="upper left")
     return fig
 
@@ -245,7 +249,9 @@ def distribution_figure(tokens: pd.DataFrame) -> matplotlib.figure.Figure:
     for i, (ok, label) in enumerate(((True, "correct responses"), (False, "wrong responses"))):
         if ok in by.columns:
             ax_b.bar(by.index.to_numpy() + (i - 0.5) * width, by[ok].to_numpy(), width, color=PALETTE[i], label=label)
-    ax_b.set(xlabel="position in the response (0 = first digit)", ylabel="mean |THR|", title="(b) |THR| by position")
+    ax_b.set_xticks(by.index.to_numpy())
+    ax_b.set(xlabel="position in the response (0 = first digit, 3 = mostly ';')", ylabel="mean |THR|",
+             title="(b) |THR| by position")
     ax_b.legend(fontsize=10)
     return fig
 
@@ -267,11 +273,11 @@ def runs_figure(rw: pd.DataFrame, disp: pd.DataFrame) -> matplotlib.figure.Figur
             ax_a.scatter(np.full(vals.size, x[k]) + 0.06, vals, s=12, color=PALETTE[i], alpha=0.5)
     ax_a.set_xticks(np.arange(len(ps)), [f"p = {p:g}" for p in ps])
     ax_a.set(ylabel="held-out accuracy", title="(a) THR reweighting: greedy vs pass@8")
-    ax_a.legend(fontsize=10, loc="lower right")
+    ax_a.legend(fontsize=10, loc="center", bbox_to_anchor=(0.5, 0.62))
     chosen = disp[disp["correct"] & disp["mixed"]]
     bins = np.linspace(chosen["delta"].quantile(0.01), chosen["delta"].quantile(0.99), 30)
     for i, (mode, d) in enumerate(chosen.groupby("mode", sort=False)):
-        ax_b.hist(d["delta"].clip(bins[0], bins[-1]), bins=bins, alpha=0.55, color=PALETTE[i], label=mode)
+        ax_b.hist(d["delta"].clip(bins[0], bins[-1]), bins=bins, histtype="step", lw=2, color=PALETTE[i], label=mode)
     ax_b.axvline(0, color="0.3", lw=1)
     ax_b.set(xlabel="Δ log π(correct response) after one update", ylabel="responses",
              title="(b) likelihood displacement of correct responses")
