@@ -103,6 +103,10 @@ class ForklabGRPOTrainer(GRPOTrainer):
         if "proxy_logp" in recipe.needs():
             raise ValueError(f"`recipe`: {recipe.surrogate} needs the full logits for its min-p proxy, which TRL's "
                              "fused log-prob head does not return; train it with forklab's RLTrainer")
+        if hasattr(recipe, "rollout_advantages"):
+            raise ValueError(f"`recipe`: {recipe.name!r} reweights token advantages from the rollout policy's last "
+                             "hidden states and full logits (THR/NTHR), which TRL's trainer does not keep; train it "
+                             "with forklab's RLTrainer (real_rl_run(..., engine=\"forklab\"))")
         if recipe.overlong_buffer is not None:
             raise ValueError("`recipe`: overlong_buffer shapes rewards inside RLTrainer; in TRL add the penalty as a "
                              "reward function (trl.rewards.get_soft_overlong_punishment) and set overlong_buffer=None")
