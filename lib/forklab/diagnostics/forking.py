@@ -98,7 +98,9 @@ def entropy_band_penalty(entropy: Tensor, gate: Tensor, low: float, high: float)
     returns scalar; 0 for an empty gate
     ======  ==========================================
     """
-    entropy, gate = _entropy_mask(entropy, gate)
+    gate = _checks.bool_mask("gate", gate)
+    _checks.same_shape("entropy", _checks.as_tensor("entropy", entropy), "gate", gate)
+    entropy = _checks.masked("entropy", entropy, gate)
     low, high = _checks.finite("low", low, 0.0), _checks.finite("high", high, 0.0)
     if low > high:
         raise ValueError(f"`low` ({low}) must not exceed `high` ({high})")
@@ -115,8 +117,8 @@ def lens_entropy(hidden_states, norm, head, rows: Tensor, cols: Tensor, temperat
               \\quad H_{\\ell,t} = H(\\pi_\\ell(\\cdot\\mid t))
 
     "Bottom-up Policy Optimization: Your Language Model Policy Secretly Contains Internal Policies"
-    (BuPO, arXiv 2512.19673; HIGH for the logit-lens decomposition, which the abstract states; the
-    paper's per-layer residual *contributions* are not computed here). Not in verl/TRL.
+    (BuPO, arXiv 2512.19673; MED: the logit-lens reading of the paper's "internal layer policies", from
+    its abstract; its per-layer residual *contributions* are not computed here). Not in verl/TRL.
     ``hidden_states``: the tuple a Hugging Face model returns with ``output_hidden_states=True``
     (``L + 1`` tensors ``[B, T, D]``: the embeddings, then every layer; the last one already normed);
     ``norm``: the final norm module; ``head``: the unembedding (``model.get_output_embeddings()``);
