@@ -252,15 +252,16 @@ def bandit_runs(methods: dict, bandit: Bandit, init_logits: Tensor, steps: int =
     return out
 
 
-def lm_runs(specs, steps: int = 20, prompts_per_step: int = 8, group_size: int = 8, lr: float = 1e-3,
-            model_name: str = "student-addition", pass_k: int = 8) -> pd.DataFrame:
+def lm_runs(specs, steps: int = 20, prompts_per_step: int = 8, group_size: int = 8, minibatches: int = 2,
+            lr: float = 1e-3, model_name: str = "student-addition", pass_k: int = 8) -> pd.DataFrame:
     """Tiny-LM runs in float64, one row per (label, seed, step): entropy, accuracy, pass@k.
 
     ``specs``: dicts with ``label``, ``recipe`` (a :class:`~forklab.recipes.Recipe`), ``seed`` and
     optional ``skywork`` (a dict of :func:`forklab.entropy_control.skywork_entropy_coef_update`
     settings: a hook sets ``recipe.entropy_coef`` before each update from the rollout's
     sampled-token entropy). pass@k is the unbiased estimate from each prompt's G samples
-    (k ≤ G), averaged over the step's prompts.
+    (k ≤ G), averaged over the step's prompts. ``minibatches`` AdamW steps per rollout (the later
+    ones see ratios ≠ 1, where clips act).
     """
     import forklab
     from forklab.lm.models import load_tiny
@@ -272,7 +273,7 @@ def lm_runs(specs, steps: int = 20, prompts_per_step: int = 8, group_size: int =
         forklab.seed_everything(spec["seed"])
         model, tokenizer = load_tiny(model_name, dtype="float64")
         config = RLConfig(prompts_per_step=prompts_per_step, group_size=group_size, lr=lr, eval_every=0,
-                          seed=spec["seed"], dtype="float64", log_covariance=False)
+                          minibatches=minibatches, seed=spec["seed"], dtype="float64", log_covariance=False)
         state = {"coef": 0.0, "alpha": 0.0}
         hooks = [_pass_hook(group_size, pass_k, pass_at_k_unbiased)]
         if spec.get("skywork") is not None:
