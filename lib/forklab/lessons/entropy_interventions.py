@@ -183,8 +183,9 @@ def bandit_runs(methods: dict, bandit: Bandit, init_logits: Tensor, steps: int =
     seeded ``seed``, draws in the same order while the policies agree) and the same initial logits;
     seeds are trained side by side as rows of ``θ [S, K]``. ``inner_steps`` gradient steps per
     batch (the second one sees ratios ≠ 1, where clips act). Returns label → {"entropy",
-    "accuracy", "pass_at_k", "junk_mass", "coef", "kl", "arm1_mass"} arrays ``[steps + 1, num_seeds]``;
-    ``junk_mass`` is the probability of arms that are never correct, ``coef`` the controller's
+    "accuracy", "pass_at_k", "wrong_mass", "tail_mass", "coef", "kl", "arm1_mass"} arrays
+    ``[steps + 1, num_seeds]``; ``wrong_mass`` is the probability of arms that are never correct,
+    ``tail_mass`` that of the arms outside the 10 most likely at the start (the junk tail), ``coef`` the controller's
     setting (Skywork α, SAFE τ, the Arbitrary-Entropy / Distribution-Centric temperature T),
     ``kl`` KL(π‖π_0) (π_0: the initial policy, SAFE's reference), ``arm1_mass`` π(arm 1) (the rare
     correct arm of :func:`rare_correct_bandit` and :func:`hidden_best_bandit`).
@@ -196,13 +197,14 @@ def bandit_runs(methods: dict, bandit: Bandit, init_logits: Tensor, steps: int =
     group = torch.arange(num_groups).repeat_interleave(group_size)
     n = num_groups * group_size
     success = bandit.success
-    junk = success == 0
+    wrong = success == 0
+    tail = init < init.topk(min(10, bandit.num_arms)).values[-1]  # outside the 10 most likely arms at the start
     ref_logp = torch.log_softmax(init, -1)
     out = {}
     for label, (method, kw) in methods.items():
         _checks.choice("methods", method, BANDIT_METHODS)
-        hist = {k: np.zeros((steps + 1, num_seeds)) for k in ("entropy", "accuracy", "pass_at_k", "junk_mass",
-                                                              "coef", "kl", "arm1_mass")}
+        hist = {k: np.zeros((steps + 1, num_seeds)) for k in ("entropy", "accuracy", "pass_at_k", "wrong_mass",
+                                                              "tail_mass", "coef", "kl", "arm1_mass")}
         gen = torch.Generator().manual_seed(seed)
         z, st = init.expand(num_seeds, -1).clone(), _State(num_seeds)
         for t in range(steps + 1):
@@ -211,7 +213,8 @@ def bandit_runs(methods: dict, bandit: Bandit, init_logits: Tensor, steps: int =
             hist["entropy"][t] = _entropy(z).numpy()
             hist["accuracy"][t] = acc.numpy()
             hist["pass_at_k"][t] = (1 - (1 - acc) ** pass_k).numpy()
-            hist["junk_mass"][t] = p[:, junk].sum(1).numpy()
+            hist["wrong_mass"][t] = p[:, wrong].sum(1).numpy()
+            hist["tail_mass"][t] = p[:, tail].sum(1).numpy()
             hist["arm1_mass"][t] = p[:, 1].numpy()
             hist["kl"][t] = (p * (torch.log_softmax(z, -1) - ref_logp)).sum(1).numpy()
             if t == steps:
@@ -303,26 +306,32 @@ def _skywork_hook(state, settings):
 
 
 def curves_figure(curves: dict, keys=("entropy", "accuracy", "pass_at_k"), titles=None, x_label="step",
-                  colors=None):
+                  log_keys=()):
     """One panel per key, one line (seed mean, band = min–max over seeds) per label.
 
-    ``curves``: label → {key: array ``[steps, seeds]``}. Returns the figure."""
+    ``curves``: label → {key: array ``[steps, seeds]``}; ``log_keys``: panels drawn on a log y axis
+    (entropies near 0 separate there). Thirteen distinct colours, and the line style cycles so that
+    lines lying on top of each other stay visible. Returns the figure."""
     import matplotlib.pyplot as plt
 
     from forklab.plots import use_style
     use_style()
     titles = titles or keys
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)[:6]
+    styles = ("-", "--", "-.", ":")
     fig, axes = plt.subplots(1, len(keys), figsize=(11, 3.8), constrained_layout=True)
-    cmap = plt.get_cmap("tab20")
+    axes = np.atleast_1d(axes)
     for j, (label, c) in enumerate(curves.items()):
-        color = (colors or {}).get(label, cmap(j % 20))
-        for ax, key in zip(np.atleast_1d(axes), keys, strict=True):
+        color = palette[j % len(palette)]
+        for ax, key in zip(axes, keys, strict=True):
             y = np.asarray(c[key])
             x = np.arange(len(y))
-            ax.plot(x, y.mean(1), color=color, label=label, lw=1.6)
+            ax.plot(x, y.mean(1), color=color, label=label, lw=1.8, ls=styles[j % len(styles)])
             ax.fill_between(x, y.min(1), y.max(1), color=color, alpha=0.12, lw=0)
-    for ax, title in zip(np.atleast_1d(axes), titles, strict=True):
+    for ax, key, title in zip(axes, keys, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel(x_label)
-    fig.legend(*np.atleast_1d(axes)[0].get_legend_handles_labels(), loc="outside right center", fontsize=9)
+        if key in log_keys:
+            ax.set_yscale("log")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=10)
     return fig
