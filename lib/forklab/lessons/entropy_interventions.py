@@ -257,7 +257,7 @@ def bandit_runs(methods: dict, bandit: Bandit, init_logits: Tensor, steps: int =
 
 def lm_runs(specs, steps: int = 20, prompts_per_step: int = 8, group_size: int = 8, minibatches: int = 2,
             lr: float = 1e-3, model_name: str = "student-addition", pass_k: int = 8) -> pd.DataFrame:
-    """Tiny-LM runs in float64, one row per (label, seed, step): entropy, accuracy, pass@k.
+    """Tiny-LM runs in float64, one row per (label, seed, step): the rollout's token entropy, accuracy, pass@k.
 
     ``specs``: dicts with ``label``, ``recipe`` (a :class:`~forklab.recipes.Recipe`), ``seed`` and
     optional ``skywork`` (a dict of :func:`forklab.entropy_control.skywork_entropy_coef_update`
@@ -284,7 +284,7 @@ def lm_runs(specs, steps: int = 20, prompts_per_step: int = 8, group_size: int =
         trainer = RLTrainer(model, tokenizer, spec["recipe"], config, hooks=hooks)
         for step in range(int(steps)):
             m = trainer.step()
-            rows.append(dict(label=spec["label"], seed=spec["seed"], step=step, entropy=m["entropy"],
+            rows.append(dict(label=spec["label"], seed=spec["seed"], step=step, entropy=m["rollout/entropy"],
                              accuracy=m["accuracy"], pass_at_k=m["pass_at_k"], coef=m.get("skywork/alpha", 0.0)))
     return pd.DataFrame(rows)
 
@@ -292,7 +292,10 @@ def lm_runs(specs, steps: int = 20, prompts_per_step: int = 8, group_size: int =
 def _pass_hook(group_size, k, estimator):
     def hook(trainer, rollout):
         correct = rollout["correct"].reshape(-1, group_size).sum(1)
-        return {"pass_at_k": float(estimator(torch.full_like(correct, group_size), correct, k).double().mean())}
+        # the rollout's own token entropy: the trainer's "entropy" metric is replaced by the update's mean
+        # entropy when a recipe reads entropy (bonus, STEER, ...), which would compare different things
+        return {"pass_at_k": float(estimator(torch.full_like(correct, group_size), correct, k).double().mean()),
+                "rollout/entropy": float(rollout["entropy"][rollout["mask"]].double().mean())}
     return hook
 
 
