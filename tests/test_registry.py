@@ -112,7 +112,7 @@ def test_the_built_in_registry_matches_the_presets_and_the_lesson():
     assert recipes.names("advantage") == ("grpo", "dr_grpo", "rloo", "median", "hapo", "gdpo", "bnpo", "dgpo")
     assert set(recipes.names("surrogate")) == {"reinforce", "ppo_clip", "gspo", "sapo", "cispo", "gmpo", "dhpo",
                                                "hapo_clip", "minpro", "clip_cov", "kl_cov", "lp_reg", "dcpo", "bapo",
-                                               "etr"}
+                                               "etr", "arm_po", "agentic_entropy_balanced_po"}
     assert recipes.names("aggregation") == MODES
     for preset in recipes.PRESETS.values():
         recipe = preset()
