@@ -23,7 +23,8 @@ from forklab.lm.distill_trainer import DistillConfig, DistillTrainer, saved_acti
 from forklab.progress import progress
 
 __all__ = ["QUADRANT_NAMES", "rollout_plane", "plant_overconfident_wrong", "planted_recall", "plane_figure",
-           "loss_memory", "RULES", "train_rule", "train_rules", "rules_table", "rules_figure", "memory_by_vocab", "explore"]
+           "loss_memory", "RULES", "greedy_eval", "train_rule", "train_rules", "rules_table", "rules_figure",
+           "memory_by_vocab", "explore"]
 
 QUADRANT_NAMES = ("Q1 unsure, wrong", "Q2 unsure, right", "Q3 sure, wrong", "Q4 sure, right")
 _QUADRANT_COLORS = ("#d62728", "#ff7f0e", "#9467bd", "#7f7f7f")
@@ -44,7 +45,8 @@ def rollout_plane(student, teacher, tokenizer, task, num_prompts: int = 96, seed
     inputs = response_inputs(s.prompt_ids, s.prompt_mask, s.tokens, s.mask)
     lp, t = s.prompt_ids.shape[1], s.tokens.shape[1]
     window = slice(lp - 1, lp - 1 + t)
-    return {"student_logits": student(**inputs).logits[:, window], "teacher_logits": teacher(**inputs).logits[:, window],
+    return {"student_logits": student(**inputs).logits[:, window],
+            "teacher_logits": teacher(**inputs).logits[:, window],
             "tokens": s.tokens, "mask": s.mask, "inputs": inputs, "window": window}
 
 
@@ -128,14 +130,20 @@ def plane_figure(entropy: Tensor, divergence: Tensor, mask: Tensor, planted: Ten
     ax.set_yscale("log")
     ax.set_xlabel("student entropy H_t (nats)")
     ax.set_ylabel("reverse KL(student ‖ teacher) D_t (nats)")
-    ax.set_title("TIP's plane on tiny-LM rollouts (dashed: medians)")
+    title = "TIP's plane on tiny-LM rollouts"
+    if planted is not None and planted.any():
+        title += f", {int(planted.sum())} tokens planted"
+    ax.set_title(title + " (dashed: medians)")
     ax.legend(loc="lower right", fontsize=10, framealpha=0.9)
     fig.tight_layout()
     return fig
 
 
 # ----- §2: rules trained side by side -------------------------------------------------------
-#: name -> DistillConfig overrides (``selection``, ``ratio``) of each TIP rule trained in notebook 10.
+#: name -> DistillConfig overrides of each rule trained in notebook 10: TIP's selection rules (``selection``,
+#: ``ratio``; :mod:`forklab.diagnostics.tip`), then the weighting rules and objectives of :mod:`forklab.distill`
+#: (SCOPE, position weighting, TSD-KD, Prune-OPD) at their library defaults. SCOPE draws 16 prompts × 2 answers
+#: per step (the same 32 responses) so that its groups can hold a correct and a wrong answer.
 RULES = {
     "all tokens": {"selection": None},
     "entropy top 50%": {"selection": "entropy_top", "ratio": 0.5},
@@ -143,11 +151,16 @@ RULES = {
     "Q3 only": {"selection": "q3", "ratio": None},
     "soft-OR 50%": {"selection": "soft_or", "ratio": 0.5},
     "random 50%": {"selection": "random", "ratio": 0.5},
+    "SCOPE": {"objective": "scope", "prompts_per_step": 16, "samples_per_prompt": 2},
+    "position weighting (late)": {"token_weighting": "position",
+                                  "token_weighting_kwargs": {"power": 1.0, "direction": "late"}},
+    "TSD-KD": {"objective": "tsd_kd"},
+    "Prune-OPD": {"token_weighting": "prune_opd"},
 }
 
 
 @torch.no_grad()
-def _greedy_eval(student, teacher, tokenizer, task, examples, max_new_tokens: int) -> dict[str, float]:
+def greedy_eval(student, teacher, tokenizer, task, examples, max_new_tokens: int) -> dict[str, float]:
     """Greedy accuracy, and the mean reverse KL(student ‖ teacher) per token on those greedy answers."""
     ids, pmask = encode_prompts(student, tokenizer, examples)
     g = sampling.sample(student, ids, pmask, max_new_tokens, greedy=True, stop_token_id=tokenizer.eos_id,
@@ -172,7 +185,7 @@ def train_rule(student, teacher, tokenizer, overrides: dict, seed: int, steps: i
     c = DistillConfig(seed=seed, eval_every=0, eval_size=eval_size, dtype="float64", **{**config, **overrides})
     trainer = DistillTrainer(copy.deepcopy(student), teacher, tokenizer, c)
     history = trainer.train(steps)
-    final = _greedy_eval(trainer.student, teacher, tokenizer, trainer.task, trainer.eval_examples, c.max_new_tokens)
+    final = greedy_eval(trainer.student, teacher, tokenizer, trainer.task, trainer.eval_examples, c.max_new_tokens)
     saved = [h["memory/saved_activations_mb"] for h in history]
     return {**final, "kept share": float(np.mean([h["tokens/kept_share"] for h in history])),
             "mean saved MB": float(np.mean(saved)), "peak saved MB": max(saved)}
@@ -224,7 +237,7 @@ def rules_figure(runs: pd.DataFrame, start: float, teacher_acc: float):
     ax.invert_yaxis()
     ax.set_xlim(0.4, 1.0)
     ax.set_xlabel("greedy accuracy (dots: seeds)")
-    ax.legend(loc="lower left", fontsize=10)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=10, frameon=False)
     bx.barh(y, table["mean saved MB"], color="#fdae6b")
     bx.set_xlabel("saved activations per step (MB, float64)")
     bx.set_xlim(0, table["mean saved MB"].max() * 1.05)
