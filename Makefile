@@ -23,6 +23,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # reproduces under the native kernels fails there, as it would on a student's different CPU.
 PORTABLE_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41 DNNL_MAX_CPU_ISA=SSE41
 NBVAL := --nbval --sanitize-with tests/sanitize.cfg
+# pytest-xdist: one worker per core (each notebook kernel is single-threaded, OMP_NUM_THREADS=1);
+# loadscope keeps a notebook's cells, and a test module's tests, in one worker. WORKERS=0 runs serially.
+WORKERS ?= auto
+PARALLEL := $(if $(filter 0,$(WORKERS)),-p no:xdist,-n $(WORKERS) --dist loadscope)
 # Debian's Chromium, driven by Playwright's Python package in tests/test_browser.py (no browser download).
 CHROMIUM ?= /usr/bin/chromium
 # JupyterLab refuses to start as root without this flag (containers often run as root).
@@ -43,7 +47,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check lib tests scripts benchmarks conftest.py
 
 test: lint
-	$(BIN)/python -m pytest tests notebooks $(NBVAL) -m "not browser"
+	$(BIN)/python -m pytest $(PARALLEL) tests notebooks $(NBVAL) -m "not browser"
 	@$(MAKE) --no-print-directory test-browser
 
 # Every notebook's widgets driven with the keyboard in JupyterLab in headless Chromium. Fails when
@@ -64,7 +68,7 @@ chromium:
 # The strict nbval pass again under another CPU kernel set (tests/test_portable.py first proves that
 # the switch changes float32 results on this machine, or the pass would prove nothing here).
 test-portable: $(STAMP)
-	$(PORTABLE_ENV) $(BIN)/python -m pytest tests/test_portable.py notebooks $(NBVAL)
+	$(PORTABLE_ENV) $(BIN)/python -m pytest $(PARALLEL) tests/test_portable.py notebooks $(NBVAL)
 
 figures: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
