@@ -32,7 +32,8 @@ import forklab.diagnostics
 from forklab import recipes
 
 MODULES = ["ops", "advantages", "surrogates", "aggregation", "kl", "divergences", "regularizers", "recipes",
-           "fdivergences", "alignment", "adaptive_clipping"] + [
+           "fdivergences", "alignment", "adaptive_clipping", "distill.objectives", "distill.reward_aware",
+           "distill.weighting", "distill.selection", "distill.tsd_kd"] + [
     f"diagnostics.{m.name}" for m in pkgutil.iter_modules(forklab.diagnostics.__path__)]
 
 #: Functions the generic generator cannot call, with the test that covers them instead.
@@ -73,6 +74,8 @@ ROLES = {
     "probs": ("dist", "V"), "ref_probs": ("dist", "V"), "target": ("dist", "V"), "p": ("dist", "V"),
     "q": ("dist", "V"), "target_logp": ("logp", "BT"), "t": ("ratio", "B"),
     "old_prob": ("prob", "BT"), "group_std": ("float", "B"),
+    "student_logp": ("logp", "BT"), "teacher_logp": ("logp", "BT"), "ref_logits": ("logits", "BTV"),
+    "overlap": ("prob", "BT"), "entropy_scale": ("entropy", "BT"), "rank_scale": ("entropy", "BT"),
 }
 #: (module, name) -> role where a name means something else in one module.
 ROLE_OVERRIDES = {
@@ -82,6 +85,7 @@ ROLE_OVERRIDES = {
     ("adaptive_clipping", "ratio"): ("ratio", "BT"),
     ("advantages", "rewards"): ("reward", "B|BK"),
     ("alignment", "rewards"): ("float", "V"),
+    ("distill.weighting", "correct"): ("bool", "B|BT"), ("distill.reward_aware", "correct"): ("bool", "B|BT"),
 }
 #: Required scalar hyper-parameters: good values first, then bad ones.
 SCALARS = {
@@ -90,6 +94,7 @@ SCALARS = {
     "rule": ["entropy_top", "bogus"], "beta": [0.5, 2.0, 0.0, -1.0, math.nan, math.inf],
     "n": [1, 4, 0, -1, 2.5], "kl_target": [0.1, 0.0, -1.0, math.nan], "tau": [0.5, 0.0, -1.0, math.inf],
     "f": ["reverse_kl", "forward_kl", "bogus"],
+    "step": [0, 5, 50, -1, 2.5], "total_steps": [10, 1, 0, -3],
 }
 #: No shrinking: a failing example is printed as drawn, and a failure costs no extra minutes.
 PHASES = [Phase.explicit, Phase.generate]

@@ -251,7 +251,7 @@ def gopd_target(ref_logits: Tensor, teacher_logits: Tensor, lam: float = 1.0) ->
     λ = 0 → π_ref, λ = 1 → π_T (the teacher is recovered), λ > 1 sharpens past the teacher. For a bandit
     or an enumerated sequence space (``[..., K]`` scores over K outcomes). Shapes ``[..., V], [..., V] ->
     [..., V]``. Paper: arXiv 2602.12125 (checked numerically there and in the tests by maximising the
-    objective directly). Confidence HIGH. Notebook 09.
+    objective directly). Not in verl/TRL. Confidence HIGH. Notebook 09.
     """
     lam = _checks.finite("lam", lam)
     ref = _checks.logits("ref_logits", _checks.as_tensor("ref_logits", ref_logits))

@@ -28,6 +28,7 @@ def privileged_prompt(task, example, template: str = "answer_first") -> str:
     ``{prompt}``. Returns a str. Paper: Zhao et al., "Self-Distilled Reasoner: On-Policy Self-Distillation
     for Large Language Models", arXiv 2601.18734 (code siyan-zhao/OPSD, ``data_collator.py``). Confidence
     HIGH for the idea (read in code); the answer-first layout is forklab's (the alphabet has no words).
+    Not in verl/TRL. Notebook 09.
     """
     if not isinstance(template, str):
         raise ValueError(f"`template` must be a str, got {type(template).__name__}")

@@ -89,7 +89,7 @@ def kdrl_beta_schedule(step: int, total_steps: int, beta_start: float = 5e-3, be
     .. math:: \\beta(s) = \\beta_0 + (\\beta_1-\\beta_0)\\min(s/S, 1)
 
     Paper: arXiv 2506.02208 (5e-3 → 1e-3 per a secondary review; the shape of the anneal is a guess).
-    Confidence LOW. Notebook 09.
+    Not in verl/TRL. Confidence LOW. Notebook 09.
     """
     step = _checks.integer("step", step, 0)
     total_steps = _checks.integer("total_steps", total_steps, 1)

@@ -50,7 +50,7 @@ def prune_opd_drift(overlap: Tensor, mask: Tensor, threshold: float = 0.5, windo
     (the average covers the valid tokens so far, at most W of them). Returns ``[B]`` long: the index of τ*
     among the row's valid tokens (0-based), or the row's length when no drift is detected. Shapes
     ``[B, T], [B, T] -> [B]``. Paper: Prune-OPD, arXiv 2605.07804. Confidence LOW (κ, W and the averaging
-    are guesses; the paper's window also expands while compatibility stays high). Notebook 10.
+    are guesses; the paper's window also expands while compatibility stays high). Not in verl/TRL. Notebook 10.
     """
     mask = _inputs.mask_2d(mask)
     c = _inputs.token("overlap", overlap, mask).double().cpu()

@@ -45,7 +45,8 @@ def tsd_prefix_mask(entropy: Tensor, mask: Tensor, share: float = 0.1) -> Tensor
 
     The high-entropy opening of a response, where TSD-KD asks the student to match the teacher's *ranking*
     of candidates instead of its probabilities. Shapes ``[B, T], [B, T] -> [B, T]`` bool (within ``mask``;
-    a row with zero total entropy has an empty prefix). Confidence HIGH (code), per row as the module says.
+    a row with zero total entropy has an empty prefix). Paper: TSD-KD (ICLR 2026; code
+    ``top_k_entropy_position``). Not in verl/TRL. Confidence HIGH (code), per row as the module says. Notebook 10.
     """
     mask = _inputs.mask_2d(mask)
     h = _inputs.token("entropy", entropy, mask).double().detach()
@@ -54,7 +55,8 @@ def tsd_prefix_mask(entropy: Tensor, mask: Tensor, share: float = 0.1) -> Tensor
     share = _checks.finite("share", share, 0.0, 1.0)
     total = h.sum(1, keepdim=True)
     reached = (h.cumsum(1) >= share * total) & mask & (total > 0)
-    d = torch.where(reached.any(1), reached.double().argmax(1), torch.zeros(mask.shape[0], dtype=torch.float64))
+    d = torch.where(reached.any(1), reached.double().argmax(1),
+                    torch.zeros(mask.shape[0], dtype=torch.float64, device=mask.device))
     position = torch.arange(mask.shape[1], device=mask.device)[None, :]
     return (position < d[:, None]) & mask
 
@@ -71,8 +73,8 @@ def ranking_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, t
 
     See the module docstring for why they differ. Shapes ``[B, T, V], [B, T, V], [B, T] -> [B, T]``
     (≥ 0, 0 off ``mask``; gradient to the student only; ``top_k`` above V uses all V). Ties in either
-    order are broken by the lower token id. Confidence HIGH (code read; the "paper" order is the textbook
-    ListMLE). Notebook 10.
+    order are broken by the lower token id. Paper: TSD-KD (ICLR 2026; code ``indirect_kd_loss``). Not in
+    verl/TRL. Confidence HIGH (code read; the "paper" order is the textbook ListMLE). Notebook 10.
     """
     _checks.choice("convention", convention, {"paper", "code"})
     mask = _inputs.mask_2d(mask)
@@ -103,21 +105,23 @@ def tsd_kd_terms(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, e
     ``entropy_scale`` = 1[H_S ≥ q] · N/N_sel (q the ``entropy_quantile`` of the batch's student entropies),
     ``rank_scale`` = 1[t < d] · N/N_prefix (:func:`tsd_prefix_mask`), so that the token-mean of
     scale·value over the N tokens equals the mean over the selected tokens. Computed once on the whole batch
-    (the trainer does this before it selects tokens). Returns ``{"entropy_scale", "rank_scale"}``.
+    (the trainer does this before it selects tokens). Shapes ``[B, T, V], [B, T, V], [B, T] ->`` a dict of two
+    ``[B, T]`` float64 tensors, ``{"entropy_scale", "rank_scale"}``. Paper: TSD-KD (ICLR 2026). Not in verl/TRL.
+    Confidence HIGH (code). Notebook 10.
     """
     mask = _inputs.mask_2d(mask)
     s = _inputs.logits("student_logits", student_logits, mask).detach()
     entropy_quantile = _checks.finite("entropy_quantile", entropy_quantile, 0.0, 1.0)
     h = _inputs.zero_off(entropy_from_logits(s.double()), mask)
-    zeros = torch.zeros(mask.shape, dtype=torch.float64)
-    n = mask.sum()
+    zeros = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)
+    n = float(mask.sum())  # a Python float: int64/int64 tensor division would round the scales to float32
     if n == 0:
         return {"entropy_scale": zeros, "rank_scale": zeros}
     q = torch.quantile(h[mask], entropy_quantile)
     keep = (h >= q) & mask
     prefix = tsd_prefix_mask(h, mask, prefix_share)
-    entropy_scale = keep.double() * (n / keep.sum().clamp(min=1))
-    rank_scale = prefix.double() * (n / prefix.sum().clamp(min=1))
+    entropy_scale = keep.double() * (n / max(int(keep.sum()), 1))
+    rank_scale = prefix.double() * (n / max(int(prefix.sum()), 1))
     return {"entropy_scale": entropy_scale, "rank_scale": rank_scale}
 
 

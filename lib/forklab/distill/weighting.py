@@ -32,13 +32,13 @@ def pass_rates(rewards: Tensor, group: Tensor, threshold: float = 0.5) -> Tensor
     r = _checks.floating("rewards", rewards)
     if r.dim() != 1:
         raise ValueError(f"`rewards` must have shape [B], got {list(r.shape)}")
-    group = _checks.group_ids("group", group, r.shape[0])
+    group = _checks.group_ids("group", group, r.shape[0]).to(r.device)
     threshold = _checks.finite("threshold", threshold)
     correct = (r >= threshold).double()
     _, index = torch.unique(group, return_inverse=True)
     n = int(index.max()) + 1 if index.numel() else 0
-    hits = torch.zeros(n, dtype=torch.float64).index_add_(0, index, correct)
-    sizes = torch.zeros(n, dtype=torch.float64).index_add_(0, index, torch.ones_like(correct))
+    hits = torch.zeros(n, dtype=torch.float64, device=r.device).index_add_(0, index, correct)
+    sizes = torch.zeros(n, dtype=torch.float64, device=r.device).index_add_(0, index, torch.ones_like(correct))
     return (hits / sizes.clamp(min=1))[index].to(_inputs.dtype_of(r) if r.is_floating_point() else torch.float32)
 
 
@@ -76,7 +76,13 @@ def paced_weights(pass_rate: Tensor, alpha: float = 1.0, beta: float = 1.0) -> T
 
 
 def sequence_mean_logp(logp: Tensor, mask: Tensor) -> Tensor:
-    """Mean log-probability of each response's tokens, ``[B, T] -> [B]`` (0 for an empty row); PPL = exp(−it)."""
+    """Mean log-probability of each response's tokens, ``[B, T] -> [B]`` (0 for an empty row); PPL = exp(−it).
+
+    .. math:: \\bar\\ell_i = \\tfrac{1}{|o_i|}\\sum_t \\log\\pi(o_{i,t}), \\qquad \\mathrm{PPL}_i = e^{-\\bar\\ell_i}
+
+    SCOPE's confidence signal (arXiv 2604.10688). verl/TRL: the "seq-mean-token-mean" reduction of log-probs.
+    Confidence HIGH (a definition). Notebook 10.
+    """
     mask = _inputs.mask_2d(mask)
     logp = _inputs.token("logp", logp, mask)
     return logp.sum(1) / mask.sum(1).clamp(min=1).to(logp.dtype)
@@ -132,7 +138,7 @@ def scope_weights(rewards: Tensor, group: Tensor, old_logp: Tensor, teacher_logp
     tau = _checks.positive("tau", tau)
     mask = _inputs.mask_2d(mask)
     r = _inputs.sequence("rewards", rewards, mask.shape[0])
-    group = _checks.group_ids("group", group, mask.shape[0])
+    group = _checks.group_ids("group", group, mask.shape[0]).to(mask.device)
     student = sequence_mean_logp(old_logp, mask).double()
     teacher = sequence_mean_logp(teacher_logp, mask).double()
     correct = r >= _checks.finite("threshold", threshold)

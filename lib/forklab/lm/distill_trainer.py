@@ -172,6 +172,14 @@ class DistillTrainer:
                                                                       self.sequence_rule))
         if needs_adv and c.samples_per_prompt < 2:
             raise ValueError("`config.samples_per_prompt` must be >= 2 for an objective that uses GRPO advantages")
+        for rule, kwargs, field_name in ((self.objective, c.objective_kwargs, "objective_kwargs"),
+                                         (self.token_rule, c.token_weighting_kwargs, "token_weighting_kwargs"),
+                                         (self.sequence_rule, c.sequence_weighting_kwargs, "sequence_weighting_kwargs"),
+                                         (self.objective, c.schedules, "schedules")):
+            unknown = set(kwargs) - set(rule.settings) if rule is not None else set()
+            if unknown:
+                raise ValueError(f"`config.{field_name}` for {rule.name!r} takes {sorted(rule.settings)}, "
+                                 f"got {sorted(unknown)}")
         if self.objective is None and c.schedules and set(c.schedules) != {"beta"}:
             raise ValueError("`config.schedules` takes only 'beta' with the `divergence` path")
 
@@ -276,8 +284,9 @@ class DistillTrainer:
         if not full_batch:
             return None, None
         c = self.config
-        group = torch.arange(c.prompts_per_step).repeat_interleave(c.samples_per_prompt)
-        reward = torch.tensor(rewards, dtype=torch.float64)
+        device = s.mask.device
+        group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.samples_per_prompt)
+        reward = torch.tensor(rewards, dtype=torch.float64, device=device)
         ref_logits = None
         if self.reference is not None:
             ref_logits = batch_lib.response_logits(self.reference, inputs, lp, t)
