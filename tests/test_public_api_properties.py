@@ -57,6 +57,7 @@ DOCUMENTED_INF = {
 #: Results that may hold NaN by documented design (pandas' missing value in a table).
 DOCUMENTED_NAN = {
     "per_sequence_entropy": "mean/median of a response with no valid token",
+    "displacement_summary": "its statistics when no group holds both a correct and a wrong response",
 }
 
 B, T, V, D = 4, 5, 7, 3
@@ -73,7 +74,7 @@ ROLES = {
     "R": ("float", "B"),
     "probs": ("dist", "V"), "ref_probs": ("dist", "V"), "target": ("dist", "V"), "p": ("dist", "V"),
     "q": ("dist", "V"), "target_logp": ("logp", "BT"), "t": ("ratio", "B"),
-    "old_prob": ("prob", "BT"), "group_std": ("float", "B"),
+    "old_prob": ("prob", "BT"), "group_std": ("float", "B"), "new_logp": ("logp", "BT"), "delta": ("float", "B"),
     "student_logp": ("logp", "BT"), "teacher_logp": ("logp", "BT"), "ref_logits": ("logits", "BTV"),
     "overlap": ("prob", "BT"), "entropy_scale": ("entropy", "BT"), "rank_scale": ("entropy", "BT"),
 }

@@ -49,7 +49,9 @@ Helpers: :func:`opd_reward` (the dense reward r_t = log π_T − log π_S), :fun
 :func:`gopd_advantage`, :func:`gopd_target` (π* ∝ π_ref^{1−λ} π_T^λ), :func:`kdrl_beta_schedule`,
 :func:`pass_rates`, :func:`sequence_mean_logp`, :func:`topk_overlap`, :func:`prune_opd_drift`,
 :func:`tsd_prefix_mask`, :func:`ranking_loss`, :func:`tsd_kd_terms`, :func:`privileged_prompt` (OPSD).
-Registry: :func:`distill_rule`, :func:`rules`, :func:`rule_names`, :func:`lookup`.
+Registry: :func:`distill_rule` (the decorator), :func:`rules`, :func:`rule_names`, :func:`lookup`, and
+:func:`call_rule` (call a rule with the named inputs its signature asks for, plus settings; what the
+trainer does, usable from other trainers: ``call_rule(lookup("objective", "gopd"), inputs, {"lam": 1.25})``).
 
 Where official code and paper disagree, the default is the paper's intent and the code's variant is an
 option: SCOPE's correct-sample weights (``scope_weights(convention="code")``), TSD-KD's ranking order
@@ -58,6 +60,7 @@ has only reward-softmax weights).
 """
 
 from forklab.distill._registry import DistillRule, distill_rule, lookup, rule_names, rules
+from forklab.distill._registry import call as call_rule
 from forklab.distill.objectives import (
     clipped_forward_kl_loss,
     divergence_loss,
@@ -77,7 +80,7 @@ from forklab.distill.tsd_kd import ranking_loss, tsd_kd_loss, tsd_kd_terms, tsd_
 from forklab.distill.weighting import paced_weights, pass_rates, position_weights, scope_weights, sequence_mean_logp
 
 __all__ = [
-    "DistillRule", "distill_rule", "rules", "rule_names", "lookup",
+    "DistillRule", "distill_rule", "rules", "rule_names", "lookup", "call_rule",
     "opd_reward", "opd_loss", "divergence_loss", "gkd_loss", "jsd_beta_schedule", "gopd_advantage", "gopd_loss",
     "gopd_target", "opsd_loss", "clipped_forward_kl_loss",
     "kdrl_loss", "kdrl_beta_schedule", "trrd_loss", "scope_loss",
