@@ -27,7 +27,9 @@ def response_inputs(prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mas
 
 def decode_responses(tokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
     """The text of each row's response tokens (where ``mask`` is True)."""
-    return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
+    # one tolist per tensor, not one indexing per row: per-row tensor ops cost more than decoding here
+    rows, keep = tokens.tolist(), mask.tolist()
+    return [tokenizer.decode([t for t, k in zip(row, m, strict=True) if k]) for row, m in zip(rows, keep, strict=True)]
 
 
 def encode_prompts(model, tokenizer, examples) -> tuple[Tensor, Tensor]:

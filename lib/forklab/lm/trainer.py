@@ -53,6 +53,7 @@ from forklab.lm._rollout import (
     response_inputs,
     sample_groups,
 )
+from forklab.lm._train_forward import lean_supported, response_logits
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits, logprobs_from_logits
@@ -105,17 +106,27 @@ class RLConfig:
 
 
 def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor,
-                   temperature: float = 1.0, hidden: bool = False):
+                   temperature: float = 1.0, hidden: bool = False, backend: str = "auto"):
     """Teacher-forced scores of sampled responses: ``(logits [B, T, V], logp [B, T], hidden [B, T, d] | None)``.
 
     Input is the left-padded prompt followed by the response; positions come from the attention
     mask (``cumsum − 1``), exactly as the sampler used them, so ``logp`` equals the sampled log-probs
     at the same weights. Logits are divided by ``temperature``. Inputs are moved to the model's device.
+    ``backend="auto"`` computes a Llama's logits with ``forklab.lm._train_forward`` (the model's own
+    operations minus what the response logits do not need; equal logits, gradients equal to rounding)
+    unless ``hidden`` is asked; ``"hf"`` always calls the model.
     """
+    if backend not in ("auto", "hf"):
+        raise ValueError(f"`backend` must be 'auto' or 'hf', got {backend!r}")
     device = model_device(model)
     prompt_ids, prompt_mask, tokens, mask = (x.to(device) for x in (prompt_ids, prompt_mask, tokens, mask))
-    out = model(**response_inputs(prompt_ids, prompt_mask, tokens, mask), output_hidden_states=hidden)
+    inputs = response_inputs(prompt_ids, prompt_mask, tokens, mask)
     lp = prompt_ids.shape[1]
+    if backend == "auto" and not hidden and lean_supported(model):
+        logits = response_logits(model, inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], lp,
+                                 tokens.shape[1]) / temperature
+        return logits, logprobs_from_logits(logits, tokens), None
+    out = model(**inputs, output_hidden_states=hidden)
     logits = out.logits[:, lp - 1 : lp - 1 + tokens.shape[1]] / temperature
     logp = logprobs_from_logits(logits, tokens)
     h = out.hidden_states[-1][:, lp - 1 : lp - 1 + tokens.shape[1]] if hidden else None
