@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from forklab import recipes
-from forklab.lm import models
-from forklab.lm import trainer as trainer_mod
+from forklab.lm import _policy_scores, models
 from forklab.lm._rollout import response_inputs
 from forklab.lm._train_forward import lean_supported, response_logits
 from forklab.lm.tokenizer import CharTokenizer
@@ -76,7 +75,7 @@ def test_lean_forward_handles_grouped_query_attention_and_biases():
 def test_training_through_the_lean_forward_equals_training_through_the_model(monkeypatch):
     def run(lean: bool):
         if not lean:
-            monkeypatch.setattr(trainer_mod, "lean_supported", lambda model: False)
+            monkeypatch.setattr(_policy_scores, "lean_supported", lambda model: False)
         model, tok = models.load_tiny("student-addition", dtype="float64")
         trainer = RLTrainer(model, tok, recipes.get("grpo"), RLConfig(prompts_per_step=4, group_size=4, eval_every=0,
                                                                       lr=1e-3, seed=3))
