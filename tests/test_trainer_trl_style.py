@@ -119,3 +119,22 @@ def test_reward_source_arguments_are_checked():
         RLTrainer(model, TOK, recipes.get("grpo"), RLConfig(eval_every=0), reward_funcs=f, train_dataset=[{"q": 1}])
     with pytest.raises(ValueError, match="eval_every"):
         RLTrainer(model, TOK, recipes.get("grpo"), RLConfig(), reward_funcs=f, train_dataset=["1+2="])
+
+
+def test_foreach_adamw_equals_the_per_parameter_loop_bit_for_bit():
+    """RLTrainer's AdamW runs with foreach=True (faster on CPU); it must give the weights torch's default loop does."""
+    from forklab.lm._optim import make_optimizer
+
+    weights = {}
+    for foreach in (False, True):
+        model, _ = models.load_tiny("student-addition", dtype="float64")
+        cfg = RLConfig(lr=1e-3, weight_decay=0.01)
+        opt = make_optimizer(model.parameters(), cfg) if foreach else torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), foreach=False)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        weights[foreach] = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(weights[False], weights[True], strict=True))

@@ -32,9 +32,13 @@ SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
 
 def make_optimizer(params, config) -> torch.optim.AdamW:
-    """``torch.optim.AdamW`` with the config's ``lr``, betas, epsilon and weight decay."""
+    """``torch.optim.AdamW`` with the config's ``lr``, betas, epsilon and weight decay.
+
+    ``foreach=True``: one fused call per update step instead of one per parameter (the CPU default); the
+    same numbers, bit for bit (tested).
+    """
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                             betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+                             betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, foreach=True)
 
 
 def warmup_steps(config) -> int:

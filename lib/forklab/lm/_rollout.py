@@ -52,7 +52,8 @@ def sample_groups(model, tokenizer, pool, prompts: int, group_size: int, generat
     examples = [pool[i] for i in idx.tolist()]
     ids, pmask = encode_prompts(model, tokenizer, examples)
     ids, pmask = ids.repeat_interleave(group_size, 0), pmask.repeat_interleave(group_size, 0)
-    model.eval()
+    if model.training:  # a walk over the modules: only when needed
+        model.eval()
     samples = sampling.sample(model, ids, pmask, max_new_tokens, temperature=temperature, top_p=top_p,
                               stop_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, generator=generator,
                               return_hidden=return_hidden)

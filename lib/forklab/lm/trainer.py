@@ -54,6 +54,7 @@ from forklab.lm._rollout import (
     response_inputs,
     sample_groups,
 )
+from forklab.lm._train_forward import lean_supported
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.ops import entropy_from_logits
@@ -201,8 +202,8 @@ class RLTrainer:
             reward_fn = self.task.graded_reward if c.graded_reward else self.task.reward
             rewards = torch.tensor([reward_fn(examples[i // c.group_size], t) for i, t in enumerate(texts)],
                                    dtype=s.logp.dtype, device=device)
-            correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
-                                   device=device) > 0
+            correct = rewards > 0 if not c.graded_reward else torch.tensor(
+                [self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)], device=device) > 0
         group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
         score = rewards  # the task's reward before any shaping: what dynamic sampling filters on
         if self.recipe.overlong_buffer is not None:
@@ -273,14 +274,18 @@ class RLTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = c.lr * lr_factor(c, self.step_count)
             metrics["lr"] = c.lr * lr_factor(c, self.step_count)
-        self.model.train()
+        # the lean forward computes the same in either mode: skip two walks over the modules per step
+        toggle = not lean_supported(self.model)
+        if toggle:
+            self.model.train()
         if len(keep_groups):
             for _ in range(c.inner_epochs):
                 order = keep_groups[torch.randperm(len(keep_groups), generator=self.generator).to(device)]
                 for chunk in order.chunk(min(c.minibatches, len(order))):
                     rows = (r["group"][:, None] == chunk[None, :]).any(1)
                     step_metrics.append(self._update(r, adv, rows, ref_logp))
-        self.model.eval()
+        if toggle:
+            self.model.eval()
         for key in {k for m in step_metrics for k in m}:
             metrics[key] = float(sum(m[key] for m in step_metrics if key in m) / len(step_metrics))
         metrics["time/sample_s"] = t_sample
