@@ -15,8 +15,14 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
         for minibatch of whole groups:
             logp, entropy = forward(policy, prompt + response)     # positions from the attention mask
             loss, m = recipe.loss(Batch(logp, old_logp, adv, ...))
-            AdamW step (grad clip)
+            AdamW step (grad clip; lr · schedule(step))                # adam_beta1/2, lr_scheduler_type, ...
     log reward, accuracy, entropy, clip fractions, KL, lengths, and optional covariance / THR / forks
+
+The forward pass of the update is ``forklab.lm._train_forward`` for a Llama (the model's own operations
+without what the response logits do not need). Prompts and rewards come from the task, or TRL-style from
+``reward_funcs`` and ``train_dataset`` (``forklab.lm._reward_sources``); AdamW and the lr schedule take
+transformers/TRL's field names (``adam_beta1``, ``adam_beta2``, ``adam_epsilon``, ``weight_decay``,
+``lr_scheduler_type``, ``warmup_steps``, ``max_steps``; ``forklab.lm._optim``).
 
 Checkpoints are safetensors only: model weights, AdamW moments and the sampling generator's state
 as tensors, plus a JSON file of counters — no pickle anywhere, so resuming reproduces the same run.
