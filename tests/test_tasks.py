@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forklab.envs import tasks as T
+from forklab.lm.tokenizer import CharTokenizer
 
 CONFIGS = [
     ("addition", {}),
@@ -295,3 +296,85 @@ def test_batched_rewards():
         T.rewards(task, group, responses[:-1])
     with pytest.raises(ValueError, match="`responses`"):
         T.rewards(task, group[:1], "1;")
+
+
+# ----- answer and terminator separate: TRL-style reward functions on decoded text --------------------
+def _trl_decode(hf, response: str) -> tuple[str, list[int]]:
+    """What TRL hands a reward function: ids cut after the first EOS, text decoded without special tokens."""
+    ids = hf(response, add_special_tokens=False)["input_ids"]
+    if hf.eos_token_id in ids:
+        ids = ids[: ids.index(hf.eos_token_id) + 1]
+    return hf.decode(ids, skip_special_tokens=True), ids
+
+
+def _responses(task, examples):
+    rng = random.Random(0)
+    out = []
+    for ex in examples:
+        demos = [task.demonstration(ex, rng, noise=0.5) for _ in range(3)] + task.reference_answers(ex)[:2]
+        randoms = ["".join(rng.choice(T.ALPHABET) for _ in range(rng.randint(0, 8))) for _ in range(3)]
+        out += [(ex, r) for r in demos + [d[:-1] for d in demos] + [d + "7;1" for d in demos[:1]] + randoms]
+    return out
+
+
+def test_alphabet_uses_the_terminator_only_to_end_a_response(task_and_examples):
+    task, examples = task_and_examples
+    rng = random.Random(1)
+    for ex in examples:
+        assert T.END not in ex.prompt
+        for answer in task.reference_answers(ex) + [task.demonstration(ex, rng, noise=0.5) for _ in range(3)]:
+            assert answer.index(T.END) == len(answer) - 1, answer
+
+
+def test_reward_function_on_decoded_completions_equals_task_reward(task_and_examples):
+    task, examples = task_and_examples
+    pytest.importorskip("transformers")
+    hf = CharTokenizer.for_tasks().to_hf()  # the tiny models' Hugging Face tokenizer: ';' is its EOS
+    pairs = _responses(task, examples[:60])
+    decoded = [_trl_decode(hf, r) for _, r in pairs]
+    prompts = [ex.prompt for ex, _ in pairs]
+    for graded in (False, True):
+        expected = [(task.graded_reward if graded else task.reward)(ex, r) for ex, r in pairs]
+        f = T.reward_function(task, graded=graded)
+        got = f(prompts, [t for t, _ in decoded], completion_ids=[ids for _, ids in decoded], trainer_state=None)
+        assert got == expected
+        kept = f(prompts, [hf.decode(ids) for _, ids in decoded],  # special tokens kept: ';' is in the text
+                 completion_ids=[ids for _, ids in decoded])
+        assert kept == expected
+    truncated = [i for i, (_, r) in enumerate(pairs) if T.END not in r]
+    assert truncated and sum(expected) > 0  # both kinds are present, so the equality is not vacuous
+    assert all(got[i] == 0.0 for i in truncated)
+
+
+def test_score_answer_and_truncation_by_hand():
+    task = T.get_task("addition")
+    ex = task.parse_prompt("47+85=")
+    assert task.score_answer(ex, "132") == 1.0
+    assert task.score_answer(ex, "132", terminated=False) == 0.0
+    assert task.score_answer(ex, "122", graded=True) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="`answer`"):
+        task.score_answer(ex, "132;")
+    f = T.reward_function("addition")
+    assert f.__name__ == "addition_reward"
+    assert f(["47+85="] * 3, ["132", "132", "131"], completion_ids=[[2, 4, 3, 15], [2, 4, 3], [2, 4, 2, 15]]) \
+        == [1.0, 0.0, 0.0]
+    assert f(["47+85="], ["132"]) == [1.0]  # without ids a completion counts as ended
+    chat = [[{"role": "system", "content": "be brief"}, {"role": "user", "content": "47+85="}]]
+    assert f(chat, [[{"role": "assistant", "content": "132"}]], completion_ids=[torch.tensor([2, 4, 3, 15])]) == [1.0]
+    with pytest.raises(ValueError, match="`completions`"):
+        f(["47+85="], ["132", "1"])
+    with pytest.raises(ValueError, match="`prompt`"):
+        f(["47+85"], ["132"])
+    with pytest.raises(ValueError, match="`eos_token_id`"):
+        T.reward_function("addition", eos_token_id=-1)
+
+
+def test_reward_function_gsm8k_reads_the_final_number():
+    task = T.get_task("gsm8k", path="tests/data/gsm8k_sample.jsonl")
+    ex = task.make_split("train", 1)[0]
+    gold = ex.problem[1]
+    f = T.reward_function(task)
+    texts = [f"so #### {gold}", "#### 0.5", f"{gold}"]
+    assert f([ex.prompt] * 3, texts) == [task.reward(ex, t) for t in texts] == [1.0, 0.0, 1.0]
+    chat = [[{"role": "user", "content": ex.prompt}]]
+    assert f(chat, [f"#### {gold}"], completion_ids=[[1, 2]]) == [1.0]  # GSM8K: the end is not needed

@@ -90,9 +90,10 @@ def test_recipe_advantages_replace_trls_when_the_estimator_differs(tmp_path):
         torch.testing.assert_close(inputs["advantages"][group == g].float(), expected.float())
 
 
-@pytest.mark.parametrize("bad", ["lp_reg", "dynamic", "entropy_quantile"])
+@pytest.mark.parametrize("bad", ["lp_reg", "dynamic", "entropy_quantile", "thr"])
 def test_unsupported_settings_raise_value_errors(tmp_path, bad):
-    recipe = {"lp_reg": recipes.lp_reg(), "dynamic": recipes.dapo(), "entropy_quantile": recipes.grpo()}[bad]
+    recipe = {"lp_reg": recipes.lp_reg(), "dynamic": recipes.dapo(), "entropy_quantile": recipes.grpo(),
+              "thr": recipes.get("thr")}[bad]
     extra = {"top_entropy_quantile": 0.2} if bad == "entropy_quantile" else {}
     with pytest.raises(ValueError, match="recipe|top_entropy_quantile"):
         _trainer(tmp_path, recipe, **extra)

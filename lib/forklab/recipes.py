@@ -34,3 +34,4 @@ from forklab.presets import *  # noqa: F403 - the preset functions: recipes.grpo
 from forklab.presets import __all__ as _presets_all
 
 __all__ = [*_recipe_all, *_presets_all]
+from forklab import thr_reweighting as _thr_reweighting  # noqa: E402, F401 - registers presets

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import torch
 
+from forklab.envs.tasks import reward_function
 from forklab.recipes import Batch, Recipe, registered
 
 try:
@@ -64,9 +65,10 @@ def hf_tokenizer(char_tokenizer):
     """A Hugging Face fast tokenizer with the same ids as a forklab ``CharTokenizer`` (PAD = 0, one id a character).
 
     TRL needs a ``processing_class``; the tiny models' own tokenizer is forklab's. EOS is the character
-    that ends a response (``;``), so ``generate`` stops there; TRL decodes completions with
-    ``skip_special_tokens=True``, which drops it, so reward functions should read ``completion_ids``
-    (as :func:`task_dataset`'s does), not the decoded text.
+    that ends a response (``;``), so ``generate`` stops there, and TRL's decoded completions
+    (``skip_special_tokens=True``) are exactly the answers: ``;`` is only ever a terminator.
+    :func:`forklab.envs.tasks.reward_function` scores them (and uses ``completion_ids`` to score truncated
+    completions 0).
     """
     if not callable(getattr(char_tokenizer, "to_hf", None)):
         raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
@@ -77,9 +79,9 @@ def task_dataset(task, char_tokenizer, split: str = "train", size: int = 512, se
     """``(datasets.Dataset, reward_function)`` for a forklab task, in TRL's form.
 
     The dataset has a ``prompt`` column (plain text, no chat template) and an ``example`` index; the
-    reward function ``f(prompts, completions, completion_ids, example, **kw) -> list[float]`` decodes the
-    completion ids with the forklab tokenizer (keeping the ``;`` that TRL's decoded text drops) and scores
-    them with ``task.reward``.
+    reward function is :func:`forklab.envs.tasks.reward_function` ``(task)``: it parses each prompt back,
+    reads the decoded completion as the answer and scores it like ``task.reward`` on the same response
+    (0 for a truncated completion, one whose ``completion_ids`` lack the EOS ``;``).
     """
     if not callable(getattr(char_tokenizer, "to_hf", None)):
         raise ValueError("`char_tokenizer` must be a forklab CharTokenizer")
@@ -101,6 +103,10 @@ class ForklabGRPOTrainer(GRPOTrainer):
         if "proxy_logp" in recipe.needs():
             raise ValueError(f"`recipe`: {recipe.surrogate} needs the full logits for its min-p proxy, which TRL's "
                              "fused log-prob head does not return; train it with forklab's RLTrainer")
+        if hasattr(recipe, "rollout_advantages"):
+            raise ValueError(f"`recipe`: {recipe.name!r} reweights token advantages from the rollout policy's last "
+                             "hidden states and full logits (THR/NTHR), which TRL's trainer does not keep; train it "
+                             "with forklab's RLTrainer (real_rl_run(..., engine=\"forklab\"))")
         if recipe.overlong_buffer is not None:
             raise ValueError("`recipe`: overlong_buffer shapes rewards inside RLTrainer; in TRL add the penalty as a "
                              "reward function (trl.rewards.get_soft_overlong_punishment) and set overlong_buffer=None")
@@ -202,16 +208,12 @@ def _data_and_reward(task, examples, tokenizer, system: str | None):
             return text
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
 
-    def text_of(completion, ids) -> str:
-        if char:  # forklab's decode keeps the `;` that ends a response (TRL's decoded text drops it)
-            return tokenizer.decode(list(ids))
-        return completion if isinstance(completion, str) else completion[-1]["content"]
-
-    def reward(prompts, completions, completion_ids, example, **kwargs):
-        texts = [text_of(c, ids) for c, ids in zip(completions, completion_ids, strict=True)]
+    def text_reward(prompts, completions, example, **kwargs):  # a real LM: its decoded text, as RLTrainer scores
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         return [float(task.reward(examples[i], t)) for i, t in zip(example, texts, strict=True)]
 
-    reward.__name__ = f"{task.name}_reward"
+    text_reward.__name__ = f"{task.name}_reward"
+    reward = reward_function(task, eos_token_id=tokenizer.eos_id) if char else text_reward
     data = Dataset.from_list([{"prompt": prompt_of(e.prompt), "example": i} for i, e in enumerate(examples)])
     return processing, data, reward
 

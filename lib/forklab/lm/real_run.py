@@ -22,6 +22,14 @@ The pieces, each usable on its own:
 - ``forklab.lm.trainer.RLTrainer(model, tokenizer, recipe, config, task=task)``: rollouts on the model's
   device, the recipe's loss, AdamW.
 
+Distillation cells (notebooks 09 and 10): :func:`real_distill_run` trains a real student from a real
+teacher (same tokenizer; default Qwen2.5-0.5B from Qwen2.5-1.5B-Instruct) with forklab's distillation
+objectives and TIP token selection inside TRL's ``GKDTrainer``
+(``forklab.integrations.trl_distill.ForklabDistillTrainer``)::
+
+    histories = real_distill_run({"opd": {"objective": "reverse_kl"},
+                                  "opd-tip50": {"objective": "reverse_kl", "selection": "entropy_top", "ratio": 0.5}})
+
 Each recipe starts from a freshly loaded model (so runs are comparable) and gets its own run log
 ``<run_dir>/<recipe>.csv`` when ``run_dir`` is given. Defaults follow common GRPO settings for a 0.5B
 model on GSM8K (TRL / verl examples): lr 1e-6, 8 prompts × 8 samples, 256 new tokens, and updates of at
@@ -47,9 +55,11 @@ from forklab.envs import tasks as task_lib
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
 from forklab.lm.trainer import RLConfig, RLTrainer
 
-__all__ = ["DEFAULT_MODEL", "REAL_RUN_HELP", "real_rl_run", "real_run_instructions", "resolve_device_dtype"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_TEACHER", "REAL_RUN_HELP", "real_distill_run", "real_rl_run",
+           "real_run_instructions", "resolve_device_dtype"]
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+DEFAULT_TEACHER = "Qwen/Qwen2.5-1.5B-Instruct"  # the same tokenizer as DEFAULT_MODEL (distillation needs one)
 #: How to enable a notebook's REAL_RUN cells (what each prints when REAL_RUN is False).
 REAL_RUN_HELP = ("to enable it: on a GPU machine with internet access (model and dataset hubs), "
                  "`pip install -e .[lm,trl]`, then set REAL_RUN = True in the first code cell")
@@ -201,3 +211,46 @@ def real_rl_run(recipe_names: Sequence[str] | str, model_name: str = DEFAULT_MOD
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return histories
+
+
+def real_distill_run(objectives, teacher=DEFAULT_TEACHER, student=DEFAULT_MODEL, task="gsm8k", steps: int = 20,
+                     prompts_per_step: int = 8, max_new_tokens: int = 256, lr: float = 1e-6, seed: int = 0,
+                     device=None, dtype=None, task_kwargs: dict | None = None, system: str | None = None,
+                     progress: bool = True, config_overrides: dict | None = None) -> dict[str, list[dict]]:
+    """On-policy distillation of a real student from a real teacher with forklab objectives, inside TRL.
+
+    Needs a GPU and internet access for hub names (model and dataset hubs); local folders work offline.
+    ``objectives``: an objective name (``"reverse_kl"``, ``"gkd"``, ``"opd"``, ... of :mod:`forklab.distill`),
+    a list of them, or ``{label: ForklabDistillTrainer keyword arguments}``, e.g. ``{"opd-tip50":
+    {"objective": "reverse_kl", "selection": "entropy_top", "ratio": 0.5}}``. ``teacher`` / ``student``: a hub
+    name or a local folder (``forklab.lm.models.load_real``), or a ``(model, tokenizer)`` pair (deep-copied
+    for each run) or a function returning one; the two must share a tokenizer. ``task`` and ``task_kwargs`` as
+    in :func:`real_rl_run`. Each run trains a fresh student for ``steps`` steps of ``prompts_per_step``
+    prompts with :class:`forklab.integrations.trl_distill.ForklabDistillTrainer` (``config_overrides``:
+    further ``GKDConfig`` fields). Returns ``{label: [per-step metrics]}`` (TRL's log: ``loss``,
+    ``entropy``, ``distill/reverse_kl``, ``distill/kept_ratio``, ...).
+    """
+    names = [objectives] if isinstance(objectives, str) else objectives
+    if isinstance(names, dict):
+        runs = {str(k): dict(v) for k, v in names.items()}
+    elif isinstance(names, list | tuple) and names and all(isinstance(n, str) for n in names):
+        runs = {n: {"objective": n} for n in names}
+    else:
+        raise ValueError(f"`objectives` must be a name, a non-empty list of names or a dict of label -> trainer "
+                         f"arguments, got {objectives!r}")
+    for arg, value in (("steps", steps), ("prompts_per_step", prompts_per_step), ("max_new_tokens", max_new_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{arg}` must be an integer >= 1, got {value!r}")
+    explicit_dtype = dtype is not None
+    device, dtype = resolve_device_dtype(device, dtype)
+    loaders = []
+    for arg, value in (("teacher", teacher), ("student", student)):
+        if isinstance(value, str) and not value:
+            raise ValueError(f"`{arg}` must be a model name, a folder or a (model, tokenizer) pair")
+        loaders.append(_loader(None if isinstance(value, str) else value, value if isinstance(value, str) else "",
+                               device, dtype, explicit_dtype))
+    from forklab.integrations.trl_distill import trl_distill_run
+
+    return trl_distill_run(runs, loaders[0], loaders[1], _make_task(task, task_kwargs), steps, prompts_per_step,
+                           max_new_tokens, float(lr), seed, device, dtype, system=system, progress=progress,
+                           config_overrides=config_overrides)

@@ -169,8 +169,8 @@ class CharTokenizer:
 
         One token per character (a WordLevel model behind a one-character split), EOS = :attr:`eos`, left
         padding. EOS becomes a *special* token there, so ``decode(..., skip_special_tokens=True)`` (what TRL
-        does to completions) drops the ``;`` that ends a response: reward functions that need it should
-        decode the ids with this class instead (``forklab.integrations.trl.task_dataset`` does).
+        does to completions) drops the ``;`` that ends a response and leaves exactly the answer, which
+        ``forklab.envs.tasks.reward_function`` scores (reading ``completion_ids`` for truncation).
         """
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast

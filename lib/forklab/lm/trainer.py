@@ -267,6 +267,11 @@ class RLTrainer:
                                            rewards=r["rewards"]))
         if c.log_covariance:
             metrics["covariance"] = float(token_covariance(r["old_logp"], adv, r["mask"])[r["mask"]].mean())
+        if hasattr(self.recipe, "rollout_advantages"):  # THR/NTHR (forklab.thr_reweighting): token advantages
+            with torch.no_grad():
+                logits, _, hidden = policy_forward(self.model, r["prompt_ids"], r["prompt_mask"], r["tokens"],
+                                                   r["mask"], c.temperature, hidden=True)
+            adv = self.recipe.rollout_advantages(adv, hidden, logits, r["tokens"], r["mask"], r["group"], r["correct"])
         for hook in self.hooks:
             metrics |= hook(self, r)
         ref_logp = None

@@ -30,6 +30,12 @@ ignored (the sampler stops there). A response without ``;`` was truncated and sc
 anything that does not parse. Nothing is ever ``eval``-ed. ``reward`` is 1.0 or 0.0; ``graded_reward``
 lies in [0, 1], equals 1 exactly when ``reward`` does, and gives partial credit otherwise.
 
+Answer and terminator are separate: ``;`` is used only to end a response (no prompt or answer contains
+it), and the tiny models' tokenizer makes it the EOS special token, so text decoded with
+``skip_special_tokens=True`` is exactly the answer. ``Task.score_answer(example, answer, terminated)``
+scores such an answer with the end known separately (``reward(example, answer + ";")``, or 0 when
+truncated), and :func:`reward_function` wraps it as a TRL-style reward function on decoded completions.
+
 Splits. Whether a problem is in ``train`` or ``test`` is a property of the problem itself: a hash of its
 canonical key (``a+b`` and ``b+a`` share one, and so do reorderings of the countdown numbers and a graph
 question asked in both directions) falls inside the test share ``test_fraction`` or not. So splits are
@@ -91,6 +97,7 @@ __all__ = [
     "TEXT_TASKS",
     "extract_final_number",
     "get_task",
+    "reward_function",
     "rewards",
 ]
 
@@ -113,6 +120,64 @@ def get_task(name: str, **kwargs) -> Task:
         if key not in known:
             raise ValueError(f"`{key}` is not an argument of task {name!r}; it takes {sorted(known)}")
     return cls(**kwargs)
+
+
+def _message_text(item, what: str, role: str | None) -> str:
+    """Plain text, or the last message's content (of ``role``, if given) of a chat conversation."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, (list, tuple)):
+        messages = [m for m in item if isinstance(m, dict) and (role is None or m.get("role") == role)]
+        if messages and isinstance(messages[-1].get("content"), str):
+            return messages[-1]["content"]
+    raise ValueError(f"`{what}` must hold str or chat messages ([{{'role': ..., 'content': str}}]), "
+                     f"got {item!r:.60}")
+
+
+def reward_function(task: Task | str, graded: bool = False, eos_token_id: int | None = None):
+    """A TRL-style reward function ``f(prompts, completions, completion_ids=None, **kw) -> list[float]`` for ``task``.
+
+    Each prompt is parsed back into its example (``task.parse_prompt``; for chat prompts, the last user
+    message) and each completion is read as the *answer*: the decoded text, which for the tiny models lacks
+    the ``;`` (their EOS special token) that TRL's ``skip_special_tokens=True`` drops; a ``;`` left in
+    (special tokens kept) ends the answer. ``completion_ids`` (TRL passes them) tells whether the
+    generation ended with ``eos_token_id`` (default: the id of ``;`` in forklab's character tokenizer);
+    a completion without it was truncated and scores 0. Without ``completion_ids`` a completion counts as
+    ended. Scores: ``task.score_answer`` (``graded`` for partial credit), so every value equals
+    ``task.reward`` on the same response; ``GSM8K`` reads the final number and ignores the end. Extra
+    keyword arguments (TRL's dataset columns, ``trainer_state``) are ignored.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if not isinstance(task, Task):
+        raise ValueError(f"`task` must be a forklab Task or a task name, got {type(task).__name__}")
+    if not isinstance(graded, bool):
+        raise ValueError(f"`graded` must be a bool, got {graded!r}")
+    if eos_token_id is None and task.char_limits:
+        from forklab.lm.tokenizer import CharTokenizer  # here: the tokenizer module imports this one
+
+        eos_token_id = CharTokenizer.for_tasks().eos_id
+    if eos_token_id is not None:
+        eos_token_id = _checks.integer("eos_token_id", eos_token_id, 0)
+
+    def reward(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+        if len(prompts) != len(completions) or (completion_ids is not None and len(completion_ids) != len(prompts)):
+            n_ids = "" if completion_ids is None else f", {len(completion_ids)} completion_ids"
+            raise ValueError(f"`completions`: one per prompt, got {len(prompts)} prompts, "
+                             f"{len(completions)} completions{n_ids}")
+        scores = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            example = task.parse_prompt(_message_text(prompt, "prompts", "user"))
+            answer, ended = _message_text(completion, "completions", None), True
+            if task.char_limits and END in answer:
+                answer = answer[: answer.index(END)]  # special tokens kept: the first END ends the answer
+            elif completion_ids is not None and eos_token_id is not None:
+                ids = completion_ids[i]
+                ended = eos_token_id in (ids.tolist() if isinstance(ids, Tensor) else list(ids))
+            scores.append(task.score_answer(example, answer, terminated=ended, graded=graded))
+        return scores
+
+    reward.__name__ = f"{task.name}_reward"  # TRL logs rewards/<__name__>/mean
+    return reward
 
 
 def rewards(task: Task | str, examples: Sequence[Example], responses: Sequence[str], graded: bool = False) -> Tensor:

@@ -120,6 +120,26 @@ class Task:
         """Correct responses (each ending with ``;``): the canonical one, or all of them if several."""
         raise NotImplementedError
 
+    def score_answer(self, example: Example, answer: str, terminated: bool = True, graded: bool = False) -> float:
+        """The reward of a response given as its answer text, with whether it ended known separately.
+
+        ``answer`` is the response without its terminator (what a Hugging Face tokenizer decodes with
+        ``skip_special_tokens=True``, since END is the tiny models' EOS); ``terminated`` says whether the
+        generation ended with END (False: truncated, which scores 0). Equal to ``reward(example, answer +
+        END)`` when terminated (``graded_reward`` with ``graded``): the same number forklab's own paths give.
+        """
+        self._check_example(example)
+        if not isinstance(answer, str):
+            raise ValueError(f"`answer` must be a str, got {type(answer).__name__}")
+        if END in answer:
+            raise ValueError(f"`answer` must not contain the terminator {END!r}: pass the text before it "
+                             f"({answer!r:.40})")
+        if not isinstance(terminated, bool) or not isinstance(graded, bool):
+            raise ValueError(f"`terminated` and `graded` must be bools, got {terminated!r}, {graded!r}")
+        if not terminated:
+            return 0.0
+        return (self.graded_reward if graded else self.reward)(example, answer + END)
+
     @property
     def max_prompt_len(self) -> int:
         """Upper bound on ``len(prompt)`` under this configuration."""

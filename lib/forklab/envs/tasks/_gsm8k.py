@@ -149,12 +149,19 @@ class GSM8K(Task):
         random.Random(f"{self.name}|{split}|{seed}").shuffle(order)
         return [self.example(pool[i]) for i in order[:n]]
 
-    def parse_prompt(self, prompt: str) -> Example:
+    @functools.cached_property
+    def _by_prompt(self) -> dict[str, tuple]:
+        index: dict[str, tuple] = {}
         for pool in self._pools.values():
             for problem in pool:
-                if self._prompt(problem) == prompt:
-                    return self.example(problem)
-        raise ValueError(f"`prompt` is not a prompt of this GSM8K set: {str(prompt)[:60]!r}")
+                index.setdefault(self._prompt(problem), problem)  # the first, as a scan would find
+        return index
+
+    def parse_prompt(self, prompt: str) -> Example:
+        problem = self._by_prompt.get(prompt) if isinstance(prompt, str) else None
+        if problem is None:
+            raise ValueError(f"`prompt` is not a prompt of this GSM8K set: {str(prompt)[:60]!r}")
+        return self.example(problem)
 
     def reward(self, example: Example, response: str) -> float:
         gold = Decimal(self._check_example(example).problem[1])
@@ -162,6 +169,15 @@ class GSM8K(Task):
 
     def graded_reward(self, example: Example, response: str) -> float:
         return self.reward(example, response)
+
+    def score_answer(self, example: Example, answer: str, terminated: bool = True, graded: bool = False) -> float:
+        """:meth:`reward` of the decoded text: the final number counts whether or not the model's EOS came
+        (``terminated`` is checked, not used), as forklab's own paths score real-LM text."""
+        if not isinstance(answer, str):
+            raise ValueError(f"`answer` must be a str, got {type(answer).__name__}")
+        if not isinstance(terminated, bool) or not isinstance(graded, bool):
+            raise ValueError(f"`terminated` and `graded` must be bools, got {terminated!r}, {graded!r}")
+        return self.reward(example, answer)
 
     def reference_answers(self, example: Example) -> list[str]:
         return [self._check_example(example).problem[2]]
