@@ -1,7 +1,7 @@
 """forklab's RLTrainer against TRL's GRPOTrainer: GRPO steps per second on the same tiny model and work.
 
-Run: ``.venv/bin/python benchmarks/bench_vs_trl.py`` (about 3 minutes on a quiet 2-core machine) →
-``benchmarks/results/vs_trl.md`` and a one-line summary on stdout.
+Run: ``.venv/bin/python benchmarks/bench_vs_trl.py`` → ``benchmarks/results/vs_trl.md`` and a one-line summary on
+stdout (about 1 minute on a lightly loaded 2-core machine; far longer under load, 2 threads worst).
 
 Same work for both: the shipped ``student-addition`` model (float32), 16 prompts × 8 samples per step,
 at most 6 new tokens, temperature 1, AdamW (betas 0.9/0.99, eps 1e-8, no weight decay) at a constant
