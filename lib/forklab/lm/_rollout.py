@@ -27,7 +27,9 @@ def response_inputs(prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mas
 
 def decode_responses(tokenizer, tokens: Tensor, mask: Tensor) -> list[str]:
     """The text of each row's response tokens (where ``mask`` is True)."""
-    return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
+    # one tolist per tensor, not one indexing per row: per-row tensor ops cost more than decoding here
+    rows, keep = tokens.tolist(), mask.tolist()
+    return [tokenizer.decode([t for t, k in zip(row, m, strict=True) if k]) for row, m in zip(rows, keep, strict=True)]
 
 
 def encode_prompts(model, tokenizer, examples) -> tuple[Tensor, Tensor]:
@@ -50,7 +52,8 @@ def sample_groups(model, tokenizer, pool, prompts: int, group_size: int, generat
     examples = [pool[i] for i in idx.tolist()]
     ids, pmask = encode_prompts(model, tokenizer, examples)
     ids, pmask = ids.repeat_interleave(group_size, 0), pmask.repeat_interleave(group_size, 0)
-    model.eval()
+    if model.training:  # a walk over the modules: only when needed
+        model.eval()
     samples = sampling.sample(model, ids, pmask, max_new_tokens, temperature=temperature, top_p=top_p,
                               stop_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, generator=generator,
                               return_hidden=return_hidden)

@@ -15,8 +15,14 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
         for minibatch of whole groups:
             logp, entropy = forward(policy, prompt + response)     # positions from the attention mask
             loss, m = recipe.loss(Batch(logp, old_logp, adv, ...))
-            AdamW step (grad clip)
+            AdamW step (grad clip; lr · schedule(step))                # adam_beta1/2, lr_scheduler_type, ...
     log reward, accuracy, entropy, clip fractions, KL, lengths, and optional covariance / THR / forks
+
+The forward pass of the update is ``forklab.lm._train_forward`` for a Llama (the model's own operations
+without what the response logits do not need). Prompts and rewards come from the task, or TRL-style from
+``reward_funcs`` and ``train_dataset`` (``forklab.lm._reward_sources``); AdamW and the lr schedule take
+transformers/TRL's field names (``adam_beta1``, ``adam_beta2``, ``adam_epsilon``, ``weight_decay``,
+``lr_scheduler_type``, ``warmup_steps``, ``max_steps``; ``forklab.lm._optim``).
 
 Checkpoints are safetensors only: model weights, AdamW moments and the sampling generator's state
 as tensors, plus a JSON file of counters — no pickle anywhere, so resuming reproduces the same run.
@@ -44,18 +50,20 @@ from torch import Tensor
 
 from forklab.diagnostics.entropy import PAPER_P80
 from forklab.envs import tasks as task_lib
-from forklab.lm import checkpoint_io, dynamic_sampling, sampling
+from forklab.lm import checkpoint_io, dynamic_sampling
+from forklab.lm._optim import check_schedule, lr_factor, make_optimizer
+from forklab.lm._policy_scores import evaluate, policy_forward
+from forklab.lm._reward_sources import RewardFunctions, dataset_rows
 from forklab.lm._rollout import (
     decode_responses,
-    encode_prompts,
-    greedy_accuracy,
     model_device,
     response_inputs,
     sample_groups,
 )
+from forklab.lm._train_forward import lean_supported
 from forklab.lm.models import resolve_dtype
 from forklab.lm.tokenizer import CharTokenizer, HFTokenizer
-from forklab.ops import entropy_from_logits, logprobs_from_logits
+from forklab.ops import entropy_from_logits
 from forklab.recipes import Batch, Recipe, overlong_penalty
 from forklab.regularizers import minp_proxy_logprobs, token_covariance
 from forklab.runs import RunLog
@@ -83,6 +91,16 @@ class RLConfig:
     top_p: float = 1.0
     lr: float = 2e-4
     weight_decay: float = 0.0
+    #: AdamW and the learning-rate schedule, named as in transformers/TRL (``forklab.lm._optim``): betas
+    #: (0.9, 0.99) and a constant lr are forklab's defaults; ``lr_scheduler_type`` "constant",
+    #: "constant_with_warmup", "linear" or "cosine"; ``warmup_steps`` in steps, or a ratio of ``max_steps``
+    #: if < 1; ``max_steps`` (trainer steps) is the horizon of "linear"/"cosine" (required for them).
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_epsilon: float = 1e-8
+    lr_scheduler_type: str = "constant"
+    warmup_steps: float = 0
+    max_steps: int = 0
     grad_clip: float = 1.0
     inner_epochs: int = 1
     minibatches: int = 1
@@ -104,44 +122,6 @@ class RLConfig:
     dynamic_sampling_max_extra: int = 4
 
 
-def policy_forward(model, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor,
-                   temperature: float = 1.0, hidden: bool = False):
-    """Teacher-forced scores of sampled responses: ``(logits [B, T, V], logp [B, T], hidden [B, T, d] | None)``.
-
-    Input is the left-padded prompt followed by the response; positions come from the attention
-    mask (``cumsum − 1``), exactly as the sampler used them, so ``logp`` equals the sampled log-probs
-    at the same weights. Logits are divided by ``temperature``. Inputs are moved to the model's device.
-    """
-    device = model_device(model)
-    prompt_ids, prompt_mask, tokens, mask = (x.to(device) for x in (prompt_ids, prompt_mask, tokens, mask))
-    out = model(**response_inputs(prompt_ids, prompt_mask, tokens, mask), output_hidden_states=hidden)
-    lp = prompt_ids.shape[1]
-    logits = out.logits[:, lp - 1 : lp - 1 + tokens.shape[1]] / temperature
-    logp = logprobs_from_logits(logits, tokens)
-    h = out.hidden_states[-1][:, lp - 1 : lp - 1 + tokens.shape[1]] if hidden else None
-    return logits, logp, h
-
-
-@torch.no_grad()
-def evaluate(model, tokenizer: Tokenizer, task, examples, max_new_tokens: int, k: int = 8,
-             temperature: float = 1.0, generator: torch.Generator | None = None) -> dict[str, float]:
-    """Greedy accuracy, sampled accuracy (T = ``temperature``) and unbiased pass@k (n = k samples)."""
-    greedy_acc = greedy_accuracy(model, tokenizer, task, examples, max_new_tokens)
-    ids, pmask = encode_prompts(model, tokenizer, examples)
-    rep_ids, rep_mask = ids.repeat_interleave(k, 0), pmask.repeat_interleave(k, 0)
-    sampled = sampling.sample(model, rep_ids, rep_mask, max_new_tokens, temperature=temperature,
-                              stop_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, generator=generator)
-    texts = decode_responses(tokenizer, sampled.tokens, sampled.mask)
-    ok = torch.tensor([task.reward(examples[i // k], t) for i, t in enumerate(texts)]).reshape(len(examples), k)
-    correct = ok.sum(1)
-    return {
-        "eval/greedy_accuracy": greedy_acc,
-        "eval/sampled_accuracy": float(ok.mean()),
-        f"eval/pass@{k}": float(sampling.pass_at_k(torch.full_like(correct, k), correct, k).mean()),
-        "eval/entropy": float(sampled.entropy[sampled.mask].mean()),
-    }
-
-
 class RLTrainer:
     """Train ``model`` with ``recipe`` on ``config.task``. See the module docstring for one step.
 
@@ -151,12 +131,18 @@ class RLTrainer:
     statistics in notebook 07).
     ``tokenizer``: a ``CharTokenizer`` or an ``HFTokenizer`` (a real LM's, see ``forklab.lm.tokenizer``).
     ``task``: a ready ``forklab.envs.tasks.Task`` to train on instead of ``config.task``/``task_kwargs``.
+    ``reward_funcs``, ``train_dataset``, ``reward_weights``: TRL's (see ``forklab.lm._reward_sources``):
+    functions ``f(prompts, completions, completion_ids, **columns) -> list[float]`` replace the task's
+    reward (``accuracy`` then counts rewards > 0), and prompts come from ``train_dataset`` (a list or a
+    ``datasets.Dataset`` with a ``prompt`` column; it needs ``reward_funcs``) instead of the task's train
+    split. Evaluation (``eval_every``) scores the task, so with a dataset it runs only if ``task`` is given.
     The model may sit on any device; rollout tensors are put on it.
     """
 
     def __init__(self, model, tokenizer: Tokenizer, recipe: Recipe, config: RLConfig | None = None,
                  ref_model=None, run_path: str | os.PathLike | None = None,
-                 hooks: list[Callable] | None = None, resume: bool = False, task: task_lib.Task | None = None):
+                 hooks: list[Callable] | None = None, resume: bool = False, task: task_lib.Task | None = None,
+                 reward_funcs=None, train_dataset=None, reward_weights=None):
         self.model, self.tokenizer, self.recipe = model, tokenizer, recipe
         self.config = config or RLConfig()
         c = self.config
@@ -166,6 +152,17 @@ class RLTrainer:
             raise ValueError(f"`config.dynamic_sampling_max_extra` must be >= 0, got {c.dynamic_sampling_max_extra}")
         if c.minibatches > c.prompts_per_step:
             raise ValueError("`config.minibatches` cannot exceed prompts_per_step (minibatches hold whole groups)")
+        check_schedule(c)
+        if train_dataset is not None and reward_funcs is None:
+            raise ValueError("`train_dataset` needs `reward_funcs` (a dataset's prompts have no task reward)")
+        if reward_funcs is None and reward_weights is not None:
+            raise ValueError("`reward_weights` needs `reward_funcs`")
+        if reward_funcs is not None and c.graded_reward:
+            raise ValueError("`config.graded_reward` applies to the task's reward; pass a graded reward function")
+        if train_dataset is not None and c.eval_every and task is None:
+            raise ValueError("`config.eval_every` must be 0 with `train_dataset` unless `task` is given (evaluation "
+                             "scores a forklab task)")
+        self.reward_funcs = None if reward_funcs is None else RewardFunctions(reward_funcs, reward_weights)
         if recipe.aggregation == "seq-mean-token-sum-norm" and recipe.norm_len is None:
             # Dr. GRPO's constant: the generation budget (TRL: max_completion_length), not the batch's padded width
             recipe = recipe.replace(norm_len=float(c.max_new_tokens))
@@ -181,10 +178,10 @@ class RLTrainer:
         if task is not None and not isinstance(task, task_lib.Task):
             raise ValueError(f"`task` must be a forklab.envs.tasks.Task (or None), got {type(task).__name__}")
         self.task = task if task is not None else task_lib.get_task(c.task, **c.task_kwargs)
-        self.train_examples = self.task.make_split("train", c.train_size, seed=c.seed)
+        self.train_examples = (dataset_rows(train_dataset) if train_dataset is not None
+                               else self.task.make_split("train", c.train_size, seed=c.seed))
         self.eval_examples = self.task.make_split("test", c.eval_size, seed=c.seed)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay,
-                                           betas=(0.9, 0.99))
+        self.optimizer = make_optimizer(model.parameters(), c)
         self.generator = torch.Generator().manual_seed(c.seed)
         self.eval_generator = torch.Generator().manual_seed(c.seed + 1)
         self.loss_generator = torch.Generator().manual_seed(c.seed + 2)  # clip_cov's random picks
@@ -203,11 +200,16 @@ class RLTrainer:
                                     top_p=c.top_p, return_hidden=c.log_thr)
         device = model_device(self.model)
         texts = decode_responses(self.tokenizer, s.tokens, s.mask)
-        reward_fn = self.task.graded_reward if c.graded_reward else self.task.reward
-        rewards = torch.tensor([reward_fn(examples[i // c.group_size], t) for i, t in enumerate(texts)],
-                               dtype=s.logp.dtype, device=device)
-        correct = torch.tensor([self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)],
-                               device=device) > 0
+        if self.reward_funcs is not None:
+            rewards = self.reward_funcs(examples, c.group_size, self.tokenizer, s.tokens, s.mask)
+            rewards = rewards.to(dtype=s.logp.dtype, device=device)
+            correct = rewards > 0
+        else:
+            reward_fn = self.task.graded_reward if c.graded_reward else self.task.reward
+            rewards = torch.tensor([reward_fn(examples[i // c.group_size], t) for i, t in enumerate(texts)],
+                                   dtype=s.logp.dtype, device=device)
+            correct = rewards > 0 if not c.graded_reward else torch.tensor(
+                [self.task.reward(examples[i // c.group_size], t) for i, t in enumerate(texts)], device=device) > 0
         group = torch.arange(c.prompts_per_step, device=device).repeat_interleave(c.group_size)
         score = rewards  # the task's reward before any shaping: what dynamic sampling filters on
         if self.recipe.overlong_buffer is not None:
@@ -279,14 +281,22 @@ class RLTrainer:
                                                 r["mask"], c.temperature)
                 ref_logp = ref_logp.to(device)
         step_metrics: list[dict] = []
-        self.model.train()
+        if c.lr_scheduler_type != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = c.lr * lr_factor(c, self.step_count)
+            metrics["lr"] = c.lr * lr_factor(c, self.step_count)
+        # the lean forward computes the same in either mode: skip two walks over the modules per step
+        toggle = not lean_supported(self.model)
+        if toggle:
+            self.model.train()
         if len(keep_groups):
             for _ in range(c.inner_epochs):
                 order = keep_groups[torch.randperm(len(keep_groups), generator=self.generator).to(device)]
                 for chunk in order.chunk(min(c.minibatches, len(order))):
                     rows = (r["group"][:, None] == chunk[None, :]).any(1)
                     step_metrics.append(self._update(r, adv, rows, ref_logp))
-        self.model.eval()
+        if toggle:
+            self.model.eval()
         for key in {k for m in step_metrics for k in m}:
             metrics[key] = float(sum(m[key] for m in step_metrics if key in m) / len(step_metrics))
         metrics["time/sample_s"] = t_sample
