@@ -4,6 +4,7 @@ a real (tiny) transformers model; plus the bottom-80% recipe mask."""
 import numpy as np
 import pytest
 import torch
+from test_entropy_diagnostics import tiny_llama
 
 from forklab import _recipe
 from forklab.diagnostics import forking as F
@@ -82,16 +83,6 @@ def test_entropy_band_penalty_value_and_gradient():
     fd = (F.entropy_band_penalty(bumped, gate, low, high) - F.entropy_band_penalty(entropy, gate, low, high)) / 1e-6
     assert float(fd) == pytest.approx(-1.0 / n, rel=1e-5)
     assert float(F.entropy_band_penalty(entropy, torch.zeros_like(gate), low, high)) == 0.0
-
-
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
-                         tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval()
 
 
 def test_lens_entropy_at_chosen_positions():

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from test_thr import random_inputs as thr_inputs
 
 from forklab import recipes
 from forklab import thr_reweighting as TR
@@ -13,13 +14,9 @@ from forklab.diagnostics import thr as T
 from forklab.envs import seqpolicy as sp
 
 
-def random_inputs(seed=0, b=6, t=5, v=11, d=4):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(b, t, d, generator=g, dtype=torch.float64)
-    logits = torch.randn(b, t, v, generator=g, dtype=torch.float64)
-    tokens = torch.randint(0, v, (b, t), generator=g)
-    mask = torch.arange(t)[None, :] < torch.tensor([5, 3, 4, 2, 5, 1])[:, None]
-    group = torch.tensor([0, 0, 0, 1, 1, 1])
+def random_inputs(seed=0):
+    """test_thr's inputs, with its ``correct`` pattern replaced and a GRPO-like advantage per response."""
+    hidden, logits, tokens, mask, group, _ = thr_inputs(seed)
     correct = torch.tensor([True, False, False, False, True, True])
     adv = torch.tensor([1.2, -0.6, -0.6, -1.1, 0.6, 0.5], dtype=torch.float64)
     return hidden, logits, tokens, mask, group, correct, adv
