@@ -15,6 +15,7 @@ settings. A surrogate that accepts ``return_metrics`` is asked for its metrics.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,16 +106,22 @@ def unregister(kind: str, name: str) -> None:
     del _ENTRIES[kind][name]
 
 
+@functools.cache
+def _parameters(fn: Callable):
+    """``inspect.signature(fn).parameters``, once per function (a trainer asks at every loss)."""
+    return inspect.signature(fn).parameters
+
+
 def settings_of(entry: Entry, inputs: tuple[str, ...]) -> set[str]:
     """The keyword settings ``entry.fn`` accepts: its parameters minus the bound inputs and ``needs``."""
-    params = inspect.signature(entry.fn).parameters
+    params = _parameters(entry.fn)
     return set(params) - set(inputs) - set(entry.needs) - {"return_metrics"}
 
 
 def call(entry: Entry, inputs: dict, fields, settings: dict):
     """Call ``entry.fn`` with the ``inputs`` its signature names, its ``needs`` from ``fields`` (detached),
     and ``settings``. Returns ``(result, metrics)``; metrics are ``{}`` unless it takes ``return_metrics``."""
-    params = inspect.signature(entry.fn).parameters
+    params = _parameters(entry.fn)
     kwargs = {key: value for key, value in inputs.items() if key in params}
     for field in entry.needs:
         value = getattr(fields, field)

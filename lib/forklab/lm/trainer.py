@@ -19,7 +19,8 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
     log reward, accuracy, entropy, clip fractions, KL, lengths, and optional covariance / THR / forks
 
 The forward pass of the update is ``forklab.lm._train_forward`` for a Llama (the model's own operations
-without what the response logits do not need). Prompts and rewards come from the task, or TRL-style from
+without what the response logits do not need; each distinct prompt of the batch computed once, not once per
+sample: about 2× faster than calling the model, ``benchmarks/results/train_forward.md``). Prompts and rewards come from the task, or TRL-style from
 ``reward_funcs`` and ``train_dataset`` (``forklab.lm._reward_sources``); AdamW and the lr schedule take
 transformers/TRL's field names (``adam_beta1``, ``adam_beta2``, ``adam_epsilon``, ``weight_decay``,
 ``lr_scheduler_type``, ``warmup_steps``, ``max_steps``; ``forklab.lm._optim``).
@@ -181,7 +182,8 @@ class RLTrainer:
         self.train_examples = (dataset_rows(train_dataset) if train_dataset is not None
                                else self.task.make_split("train", c.train_size, seed=c.seed))
         self.eval_examples = self.task.make_split("test", c.eval_size, seed=c.seed)
-        self.optimizer = make_optimizer(model.parameters(), c)
+        self._parameters = list(model.parameters())  # walked once, not at every gradient clip
+        self.optimizer = make_optimizer(self._parameters, c)
         self.generator = torch.Generator().manual_seed(c.seed)
         self.eval_generator = torch.Generator().manual_seed(c.seed + 1)
         self.loss_generator = torch.Generator().manual_seed(c.seed + 2)  # clip_cov's random picks
@@ -325,7 +327,7 @@ class RLTrainer:
         loss, metrics = self.recipe.loss(batch, generator=self.loss_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self._parameters, c.grad_clip))
         self.optimizer.step()
         metrics["loss"] = float(loss.detach())
         return metrics
