@@ -20,8 +20,9 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
 
 The forward pass of the update is ``forklab.lm._train_forward`` for a Llama (the model's own operations
 without what the response logits do not need; each distinct prompt of the batch computed once, not once per
-sample: about 2× faster than calling the model, ``benchmarks/results/train_forward.md``). Prompts and rewards come from the task, or TRL-style from
-``reward_funcs`` and ``train_dataset`` (``forklab.lm._reward_sources``); AdamW and the lr schedule take
+sample: about 2× faster than calling the model, ``benchmarks/results/train_forward.md``). Prompts and rewards
+come from the task, or TRL-style from ``reward_funcs`` and ``train_dataset``
+(``forklab.lm._reward_sources``); AdamW and the lr schedule take
 transformers/TRL's field names (``adam_beta1``, ``adam_beta2``, ``adam_epsilon``, ``weight_decay``,
 ``lr_scheduler_type``, ``warmup_steps``, ``max_steps``; ``forklab.lm._optim``).
 
