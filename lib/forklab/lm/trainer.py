@@ -241,8 +241,13 @@ class RLTrainer:
         """One rollout and the recipe's updates on it; returns (and logs) the step's metrics.
 
         With ``recipe.dynamic_sampling`` the rollout is :meth:`mixed_group_rollout`: the logged reward,
-        accuracy, entropy and length are those of the first rollout (an unfiltered sample of the
-        policy), the update uses the mixed groups only.
+        accuracy, length and ``entropy/share_above_0.672`` are those of the first rollout (an unfiltered
+        sample of the policy), the update uses the mixed groups only.
+
+        ``entropy`` is the one exception: the recipe's loss reports the mean token entropy of the batch it
+        trains on, and that value (averaged over the step's minibatches) replaces the rollout's. With one
+        minibatch and no dynamic sampling the two are the same number; otherwise, for the rollout's own
+        token entropy read ``trainer.rollout()``'s ``entropy`` and ``mask`` (as notebook 05's lesson does).
         """
         c = self.config
         t0 = time.perf_counter()
