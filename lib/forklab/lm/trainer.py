@@ -19,10 +19,9 @@ every tiny-LM experiment. One step, in the shape of the pseudocode::
     log reward, accuracy, entropy, clip fractions, KL, lengths, and optional covariance / THR / forks
 
 The forward pass of the update is ``forklab.lm._train_forward`` for a Llama (the model's own operations
-without what the response logits do not need; each distinct prompt of the batch computed once, not once per
-sample: about 2× faster than calling the model, ``benchmarks/results/train_forward.md``). Prompts and rewards
-come from the task, or TRL-style from ``reward_funcs`` and ``train_dataset``
-(``forklab.lm._reward_sources``); AdamW and the lr schedule take
+without what the response logits do not need; each distinct prompt computed once: ≈2× faster than the model's
+call, ``benchmarks/results/train_forward.md``). Prompts and rewards come from the task, or TRL-style from
+``reward_funcs`` and ``train_dataset`` (``forklab.lm._reward_sources``); AdamW and the lr schedule take
 transformers/TRL's field names (``adam_beta1``, ``adam_beta2``, ``adam_epsilon``, ``weight_decay``,
 ``lr_scheduler_type``, ``warmup_steps``, ``max_steps``; ``forklab.lm._optim``).
 
@@ -244,10 +243,9 @@ class RLTrainer:
         accuracy, length and ``entropy/share_above_0.672`` are those of the first rollout (an unfiltered
         sample of the policy), the update uses the mixed groups only.
 
-        ``entropy`` is the one exception: the recipe's loss reports the mean token entropy of the batch it
-        trains on, and that value (averaged over the step's minibatches) replaces the rollout's. With one
-        minibatch and no dynamic sampling the two are the same number; otherwise, for the rollout's own
-        token entropy read ``trainer.rollout()``'s ``entropy`` and ``mask`` (as notebook 05's lesson does).
+        Except ``entropy``: the recipe's mean over the trained tokens (averaged over minibatches) replaces
+        the rollout's; the same number with one minibatch and no dynamic sampling (notebook 05's lesson
+        reads the rollout's own from ``trainer.rollout()``).
         """
         c = self.config
         t0 = time.perf_counter()
