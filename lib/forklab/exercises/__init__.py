@@ -11,9 +11,10 @@ these modules, not in the notebooks, so running all cells never prints a solutio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Feedback"]
+__all__ = ["Feedback", "call_student"]
 
 
 @dataclass
@@ -36,3 +37,14 @@ class Feedback:
 
     def _repr_pretty_(self, p, cycle) -> None:  # IPython display
         p.text(str(self))
+
+
+def call_student(name: str, label: str, student: Callable, *args) -> tuple[object, Feedback | None]:
+    """Run the student's function on case ``label``: ``(result, None)``, or ``(None, feedback)`` for the stub
+    (``NotImplementedError``: not attempted yet) or any error it raises (its message, not a traceback)."""
+    try:
+        return student(*args), None
+    except NotImplementedError:
+        return None, Feedback(name, False, ["not attempted yet: replace `raise NotImplementedError` with your code"])
+    except Exception as err:  # the student's bug, reported rather than raised
+        return None, Feedback(name, False, [f"case '{label}': your function raised {type(err).__name__}: {err}"])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from forklab.exercises import Feedback
+from forklab.exercises import Feedback, call_student
 
 __all__ = ["check_grpo_group", "check_rloo_group", "show_solution"]
 
@@ -51,12 +51,9 @@ def _check(name: str, student: Callable, reference: Callable, hints: dict[str, s
     for label, values in _CASES:
         rewards = torch.tensor(values, dtype=torch.float64)
         want = torch.tensor(reference(values), dtype=torch.float64)
-        try:
-            got = student(rewards.clone())
-        except NotImplementedError:
-            return Feedback(name, False, ["not attempted yet: replace `raise NotImplementedError` with your code"])
-        except Exception as err:  # the student's bug, reported rather than raised
-            return Feedback(name, False, [f"case '{label}': your function raised {type(err).__name__}: {err}"])
+        got, failed = call_student(name, label, student, rewards.clone())
+        if failed is not None:  # a Feedback is falsy when it fails
+            return failed
         got = torch.as_tensor(got, dtype=torch.float64)
         if got.shape != want.shape:
             return Feedback(name, False, [f"case '{label}': expected shape {list(want.shape)}, got "

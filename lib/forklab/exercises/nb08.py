@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from forklab.exercises import Feedback
+from forklab.exercises import Feedback, call_student
 
 __all__ = ["check_tilted_optimum", "show_solution"]
 
@@ -69,12 +69,9 @@ def check_tilted_optimum(student: Callable) -> Feedback:
         if len(ref_rows) == 1:  # single-row cases are passed as one distribution [K]
             ref, rewards, want = ref[0], rewards[0], want[0]
         ref_in, rewards_in = ref.clone(), rewards.clone()
-        try:
-            got = student(ref_in, rewards_in, beta)
-        except NotImplementedError:
-            return Feedback(name, False, ["not attempted yet: replace `raise NotImplementedError` with your code"])
-        except Exception as err:  # the student's bug, reported rather than raised
-            return Feedback(name, False, [f"case '{label}': your function raised {type(err).__name__}: {err}"])
+        got, failed = call_student(name, label, student, ref_in, rewards_in, beta)
+        if failed is not None:  # a Feedback is falsy when it fails
+            return failed
         if not (torch.equal(ref_in, ref) and torch.equal(rewards_in, rewards)):
             return Feedback(name, False, [f"case '{label}': your function modified its inputs",
                                           "hint: build new tensors (no in-place ops such as +=, .exp_())"])

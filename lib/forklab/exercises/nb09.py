@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from forklab.exercises import Feedback
+from forklab.exercises import Feedback, call_student
 
 __all__ = ["check_gopd_advantage", "show_solution"]
 
@@ -68,12 +68,9 @@ def check_gopd_advantage(student: Callable) -> Feedback:
         mask = torch.tensor(m_rows)
         want = torch.tensor(_reference(s_rows, t_rows, r_rows, m_rows, lam), dtype=torch.float64)
         inputs = [s.clone(), t.clone(), r.clone(), mask.clone()]
-        try:
-            got = student(*inputs, lam)
-        except NotImplementedError:
-            return Feedback(name, False, ["not attempted yet: replace `raise NotImplementedError` with your code"])
-        except Exception as err:  # the student's bug, reported rather than raised
-            return Feedback(name, False, [f"case '{label}': your function raised {type(err).__name__}: {err}"])
+        got, failed = call_student(name, label, student, *inputs, lam)
+        if failed is not None:  # a Feedback is falsy when it fails
+            return failed
         if not all(torch.equal(a, b) for a, b in zip(inputs, (s, t, r, mask), strict=True)):
             return Feedback(name, False, [f"case '{label}': your function modified its inputs",
                                           "hint: build new tensors (no in-place ops such as +=, masked_fill_)"])
