@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from forklab.lm._llama_runner import _is_fast_supported
+from forklab.lm._llama_runner import _concat_linear, _is_fast_supported
 from forklab.lm._prefix_tree import _unique_prompts
 
 __all__ = ["lean_supported", "response_logits"]
@@ -59,14 +59,6 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     h = x.to(torch.float32)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(dtype)
-
-
-def _fused(*linears) -> tuple[Tensor, Tensor | None]:
-    """Weight and bias of several ``nn.Linear`` on the same input as one (gradients flow back to each)."""
-    w = torch.cat([m.weight for m in linears])
-    if all(m.bias is None for m in linears):
-        return w, None
-    return w, torch.cat([m.bias if m.bias is not None else w.new_zeros(m.weight.shape[0]) for m in linears])
 
 
 def _rows(x: Tensor, index: Tensor | None) -> Tensor:
@@ -120,18 +112,18 @@ def response_logits(model, input_ids: Tensor, attention_mask: Tensor, position_i
     layers = core.layers[: cfg.num_hidden_layers]
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
-        w_qkv, b_qkv = _fused(attn.q_proj, attn.k_proj, attn.v_proj)
+        w_qkv, b_qkv = _concat_linear(attn.q_proj, attn.k_proj, attn.v_proj)  # gradients flow back to each
         h = _rms_norm(x, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
         qkv = F.linear(h, w_qkv, b_qkv).view(-1, heads + 2 * kv, hd)
         qk, v = qkv.split((heads + kv, kv), dim=1)
         q, k = (qk * cos + qk.roll(half, -1) * sin).split((heads, kv), dim=1)
         g = attn.num_key_value_groups
         qp, kp, vp = heads_first(q[:n_p], u, lp), heads_first(k[:n_p], u, lp, g), heads_first(v[:n_p], u, lp, g)
-        last = i == len(layers) - 1
-        if last:  # of the prompt positions only the last one scores a response token
+        mp = mask_p
+        if i == len(layers) - 1:  # of the prompt positions only the last one scores a response token
             qp, mp = qp[:, :, lp - 1 :], mask_p[:, :, lp - 1 :]
             x = torch.cat([x[:n_p].view(u, lp, -1)[:, -1], x[n_p:]])
-        a = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mp if last else mask_p, scale=attn.scaling)
+        a = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mp, scale=attn.scaling)
         a = a.transpose(1, 2).reshape(-1, heads * hd)
         if r:
             qr, kr, vr = heads_first(q[n_p:], b, r), heads_first(k[n_p:], b, r, g), heads_first(v[n_p:], b, r, g)
@@ -140,7 +132,7 @@ def response_logits(model, input_ids: Tensor, attention_mask: Tensor, position_i
             a = torch.cat([a, a_r.transpose(1, 2).reshape(-1, heads * hd)])
         x = x + F.linear(a, attn.o_proj.weight, attn.o_proj.bias)
         h = _rms_norm(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)
-        gate, up = F.linear(h, *_fused(mlp.gate_proj, mlp.up_proj)).chunk(2, dim=-1)
+        gate, up = F.linear(h, *_concat_linear(mlp.gate_proj, mlp.up_proj)).chunk(2, dim=-1)
         x = x + F.linear(mlp.act_fn(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
     x = _rms_norm(x, core.norm.weight, core.norm.variance_epsilon)
     logits = F.linear(x, model.lm_head.weight, getattr(model.lm_head, "bias", None))  # [U + B·r, V]
